@@ -1,0 +1,58 @@
+"""The ``mmlab`` command line.
+
+Sub-commands live in their own modules and are imported only when used, so ``mmlab
+doctor`` works even when a heavy dependency of ``mmlab compare`` is broken. To add a
+command, add one line to ``COMMANDS``: name -> "module:attribute" of a click command.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from orchestrator import __version__
+from orchestrator.errors import MmlabError
+
+COMMANDS: dict[str, str] = {
+    "doctor": "orchestrator.hosttools:doctor_command",
+    "build": "orchestrator.build:build_command",
+    "series": "orchestrator.series:series_command",
+    "inspect": "orchestrator.elfinspect:inspect_command",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mmlab")
+def cli() -> None:
+    """mmlab: build, boot, test and judge arm64 Linux memory-management patch series."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="mmlab", standalone_mode=False)
+    except MmlabError as exc:
+        print(exc.render(), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        print("mmlab: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("mmlab: interrupted (finished results are kept; use --resume)", file=sys.stderr)
+        sys.exit(130)
