@@ -17,6 +17,7 @@ from orchestrator.errors import MmlabError
 
 COMMANDS: dict[str, str] = {
     "doctor": "orchestrator.hosttools:doctor_command",
+    "test": "orchestrator.selftest:test_command",
     "build": "orchestrator.build:build_command",
     "series": "orchestrator.series:series_command",
     "inspect": "orchestrator.elfinspect:inspect_command",
@@ -32,7 +33,19 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            # Keep `mmlab --help` and the other commands usable; say why when invoked.
+            reason = f"{type(exc).__name__}: {exc}"
+
+            @click.command(name, help=f"(unavailable: {reason})")
+            def broken() -> None:
+                raise MmlabError(f"`mmlab {name}` cannot load: {reason}",
+                                 hint="reinstall with `./mmlab` from the checkout "
+                                      "(it refreshes .venv), or report a bug")
+
+            return broken
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,68 @@
+"""nox sessions for CI and the lab.
+
+    nox -s tests     the test suite (same as `./mmlab test`, in a nox venv)
+    nox -s lint      ruff
+    nox -s e2e       a fresh default build + `mmlab compare` on the built-in default
+    nox -s bench     benchmarks (build cold/warm/cache-hit, boot, simulator speed, ...)
+    nox -s report    re-render HTML/JUnit from a saved results JSON: nox -s report -- RESULTS.json
+    nox -s nightly   the lab plan across the boards of an inventory: nox -s nightly -- lab.toml
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+
+def _install(session: nox.Session) -> None:
+    session.install("-e", ".[test]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    _install(session)
+    session.run("mmlab", "test", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5")
+    session.run("ruff", "check", "orchestrator", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """The README's first command from scratch: build the default kernels and compare."""
+    _install(session)
+    session.run("mmlab", "doctor", "--install")
+    session.run("mmlab", "compare", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and memory targets (see benchmarks/): results in .benchmarks/."""
+    _install(session)
+    session.run("mmlab", "doctor", "--install")
+    session.run("pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-autosave",
+                "--benchmark-storage=.benchmarks", *session.posargs,
+                env={"MMLAB_PROGRESS": "plain"})
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    _install(session)
+    if not session.posargs:
+        session.error("usage: nox -s report -- RESULTS.json [-o report.html]")
+    session.run("mmlab", "report", *session.posargs)
+
+
+@nox.session
+def nightly(session: nox.Session) -> None:
+    """Run the lab plan on every board of an inventory and render per-board reports."""
+    _install(session)
+    inventory = session.posargs[0] if session.posargs else os.environ.get("MMLAB_LAB", "lab.toml")
+    session.run("mmlab", "lab", "run", "--inventory", inventory, *session.posargs[1:])
