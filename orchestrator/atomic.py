@@ -15,6 +15,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the usual mode
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -34,6 +37,32 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def discard_dir(path: Path) -> None:
+    """Remove a large directory without waiting: rename it aside, delete in the background.
+
+    Work trees are hard-link farms of ~85k files: deleting them takes 10-40 s, which the
+    user should not wait for. A later call also sweeps trash left by an interrupted run.
+    """
+    import subprocess
+
+    if not path.exists():
+        return
+    trash = path.parent / f".trash-{path.name}-{os.getpid()}"
+    os.rename(path, trash)
+    subprocess.Popen(["rm", "-rf", "--", str(trash)], stdin=subprocess.DEVNULL,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
+def sweep_trash(parent: Path) -> None:
+    import subprocess
+
+    for old in parent.glob(".trash-*"):
+        subprocess.Popen(["rm", "-rf", "--", str(old)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
 
 
 def publish_dir(staging: Path, final: Path) -> Path:

@@ -37,7 +37,13 @@ import click
 
 from orchestrator import __version__, kconfig, progress
 from orchestrator.artifacts import METADATA, Artifact, artifact_dir
-from orchestrator.atomic import atomic_write_json, atomic_write_text, publish_dir
+from orchestrator.atomic import (
+    atomic_write_json,
+    atomic_write_text,
+    discard_dir,
+    publish_dir,
+    sweep_trash,
+)
 from orchestrator.errors import BuildError, MmlabError
 from orchestrator.hosttools import require_stage
 from orchestrator.kbuild import BUILD_SUBDIR, Kbuild, jobs, toolchain_versions
@@ -182,7 +188,7 @@ def check_config(req: BuildRequest) -> dict[str, str]:
                 apply_series(s, src)
         return _configure(Kbuild(src=src, log_path=log_path), req)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard_dir(work)
 
 
 def build_kernel(req: BuildRequest, *, rebuild: bool = False, keep_work: bool = False) -> Artifact:
@@ -194,6 +200,7 @@ def build_kernel(req: BuildRequest, *, rebuild: bool = False, keep_work: bool = 
         return Artifact.load(final)
 
     with _lock(cache_dir("work") / f"{key}.lock"):
+        sweep_trash(cache_dir("work"))
         if (final / METADATA).is_file() and not rebuild:
             return Artifact.load(final)
         return _build_locked(req, key, final, keep_work)
@@ -285,7 +292,7 @@ def _build_locked(req: BuildRequest, key: str, final: Path, keep_work: bool) -> 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if ok and not keep_work:
-            shutil.rmtree(work, ignore_errors=True)
+            discard_dir(work)
     art = Artifact.load(final)
     progress.info(f"build: {art.name} {art.release} -> {final} "
                   f"({metadata['durations_s']['total']:.0f}s)")

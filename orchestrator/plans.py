@@ -1,0 +1,137 @@
+"""Test plans: data files in ``plans/`` describing what runs in a guest.
+
+A plan is TOML::
+
+    name = "default"
+    description = "..."
+    profile = "default"        # QEMU machine profile (qemu_profiles/NAME.toml)
+    repeats = 3                # runs per kernel; interleaved across kernels (A B A B ...)
+    boot = "per-repeat"        # "per-repeat": one fresh boot per kernel per repeat, all
+                               # entries in it; "per-entry": a fresh boot for every entry
+
+    [[entry]]
+    id = "fix_size_p256"                    # unique, used in result paths and reports
+    run = ["vmalloc.sh", "direct", "run_test_mask=1", "nr_pages=256"]  # guest_tests/ cmd
+    timeout = 120                           # seconds (scaled for emulation by the target)
+    parse = ["test_vmalloc"]                # parsers applied to the entry's dmesg/output
+    workload = "test_vmalloc run_test_mask=1 nr_pages=256"  # simulator workload, optional
+    count_barriers = true                   # run under the barrier-counting plugin
+
+The command is an argument list run in the guest (never a shell string built from data);
+its first element is a script in ``guest_tests/``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestrator.errors import InputError
+from orchestrator.paths import GUEST_TESTS, PLANS
+
+PARSERS = {"test_vmalloc", "ptdump", "dmesg", "wx"}
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    run: tuple[str, ...]
+    timeout: float = 120.0
+    parse: tuple[str, ...] = ("dmesg",)
+    workload: str | None = None
+    count_barriers: bool = False
+    description: str = ""
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "run": list(self.run), "timeout": self.timeout,
+                "parse": list(self.parse), "workload": self.workload,
+                "count_barriers": self.count_barriers, "description": self.description}
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    path: Path | None
+    entries: tuple[Entry, ...]
+    profile: str = "default"
+    repeats: int = 3
+    boot: str = "per-repeat"
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "path": str(self.path) if self.path else None,
+                "profile": self.profile, "repeats": self.repeats, "boot": self.boot,
+                "description": self.description, "entries": [e.to_json() for e in self.entries]}
+
+    def select(self, ids: list[str]) -> "Plan":
+        unknown = set(ids) - {e.id for e in self.entries}
+        if unknown:
+            raise InputError(f"plan {self.name} has no entries {', '.join(sorted(unknown))}",
+                             hint=f"entries: {', '.join(e.id for e in self.entries)}")
+        keep = tuple(e for e in self.entries if e.id in ids)
+        return Plan(self.name, self.path, keep, self.profile, self.repeats, self.boot,
+                    self.description, self.extra)
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PLANS.glob("*.toml"))
+
+
+def load_plan(name_or_path: str) -> Plan:
+    p = Path(name_or_path)
+    path = p if p.suffix == ".toml" and p.is_file() else PLANS / f"{name_or_path}.toml"
+    if not path.is_file():
+        raise InputError(f"unknown plan {name_or_path!r}",
+                         hint=f"use one of {', '.join(available())}, or a path to a plan .toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}", hint="fix the plan file") from exc
+    return plan_from_dict(data, path)
+
+
+def plan_from_dict(data: dict, path: Path | None = None) -> Plan:
+    where = str(path or "plan")
+
+    def bad(msg: str) -> InputError:
+        return InputError(f"{where}: {msg}", hint="see the format in orchestrator/plans.py")
+
+    entries = []
+    seen = set()
+    for i, raw in enumerate(data.get("entry", []), 1):
+        if not isinstance(raw, dict) or "id" not in raw or "run" not in raw:
+            raise bad(f"entry #{i} needs an id and a run list")
+        eid = str(raw["id"])
+        if not _ID.match(eid) or eid in seen:
+            raise bad(f"entry #{i}: id {eid!r} is not a unique simple name")
+        seen.add(eid)
+        run = raw["run"]
+        if not isinstance(run, list) or not run or not all(isinstance(a, str) for a in run):
+            raise bad(f"entry {eid}: run must be a non-empty list of strings")
+        if not (GUEST_TESTS / run[0]).is_file():
+            raise bad(f"entry {eid}: guest_tests/{run[0]} does not exist")
+        parse = tuple(raw.get("parse", ["dmesg"]))
+        if set(parse) - PARSERS:
+            raise bad(f"entry {eid}: unknown parser(s) {sorted(set(parse) - PARSERS)}")
+        known = {"id", "run", "timeout", "parse", "workload", "count_barriers", "description"}
+        if set(raw) - known:
+            raise bad(f"entry {eid}: unknown keys {sorted(set(raw) - known)}")
+        entries.append(Entry(id=eid, run=tuple(run), timeout=float(raw.get("timeout", 120)),
+                             parse=parse, workload=raw.get("workload"),
+                             count_barriers=bool(raw.get("count_barriers", False)),
+                             description=str(raw.get("description", ""))))
+    if not entries:
+        raise bad("no [[entry]] tables")
+    repeats = int(data.get("repeats", 3))
+    if repeats < 1:
+        raise bad("repeats must be >= 1")
+    boot = data.get("boot", "per-repeat")
+    if boot not in ("per-repeat", "per-entry"):
+        raise bad("boot must be per-repeat or per-entry")
+    return Plan(name=str(data.get("name", path.stem if path else "plan")), path=path,
+                entries=tuple(entries), profile=str(data.get("profile", "default")),
+                repeats=repeats, boot=boot, description=str(data.get("description", "")))
