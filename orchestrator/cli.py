@@ -21,6 +21,9 @@ COMMANDS: dict[str, str] = {
     "build": "orchestrator.build:build_command",
     "series": "orchestrator.series:series_command",
     "inspect": "orchestrator.elfinspect:inspect_command",
+    "barriers": "orchestrator.barrier_counts:barriers_command",
+    "report": "orchestrator.report:report_command",
+    "parse": "orchestrator.parsers.cli:parse_command",
 }
 
 
