@@ -59,7 +59,9 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="mmlab", standalone_mode=False)
+        rv = cli.main(args=argv, prog_name="mmlab", standalone_mode=False)
+        if isinstance(rv, int) and rv:  # ctx.exit(N) in non-standalone mode returns N
+            sys.exit(rv)
     except MmlabError as exc:
         print(exc.render(), file=sys.stderr)
         sys.exit(exc.exit_code)
