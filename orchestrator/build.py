@@ -136,17 +136,9 @@ def _mmlab_revision() -> str | None:
 
 
 def _build_id(vmlinux: Path) -> str | None:
-    from elftools.elf.elffile import ELFFile
+    from orchestrator.elfinspect import read_info
 
-    with open(vmlinux, "rb") as fh:
-        elf = ELFFile(fh)
-        for section in elf.iter_sections():
-            if section.header.sh_type != "SHT_NOTE":
-                continue
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID":
-                    return note["n_desc"]
-    return None
+    return read_info(vmlinux).build_id
 
 
 def _reproducer(req: BuildRequest, commands: list[dict]) -> str:

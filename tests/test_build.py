@@ -215,3 +215,65 @@ def test_metadata_is_json_serializable_and_loadable(tmp_path):
     assert art.key == "ab" * 32 and art.release == "6.12.0"
     with pytest.raises(InputError, match="not a kernel artifact"):
         Artifact.load(tmp_path)
+
+
+def _trivial_series(tmp_path: Path, pristine: Path) -> Path:
+    """A real one-line patch to mm/vmalloc.c (a comment), as a git-style patch directory."""
+    import difflib
+
+    old = (pristine / "mm" / "vmalloc.c").read_text().splitlines(keepends=True)
+    new = list(old)
+    new.insert(20, "/* mmlab: a trivial change that must not defeat ccache */\n")
+    diff = "".join(difflib.unified_diff(old, new, "a/mm/vmalloc.c", "b/mm/vmalloc.c"))
+    d = tmp_path / "series"
+    d.mkdir()
+    (d / "0001-mm-vmalloc-add-a-comment.patch").write_text(
+        "From: mmlab tests <tests@mmlab.invalid>\n"
+        "Subject: [PATCH] mm/vmalloc: add a comment\n\n"
+        "A trivial real patch for the ccache-sharing test.\n---\n"
+        f"diff --git a/mm/vmalloc.c b/mm/vmalloc.c\n{diff}")
+    return d
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_patched_build_shares_ccache_with_baseline(tmp_path, kernel_artifact):
+    from orchestrator.series import load_series
+
+    base = BuildRequest.default()
+    pristine = base.tree.pristine()
+    series = load_series(str(_trivial_series(tmp_path, pristine)))
+    req = BuildRequest.default()
+    req.series = [series]
+    req.name = "trivial-patch"
+    assert req.key() != kernel_artifact.key
+    art = build_kernel(req)
+    stats = art.metadata["ccache"]
+    # Only mm/vmalloc.c changed, and only in a comment: everything else must hit.
+    assert stats["hits"] >= 1000, stats
+    assert stats["misses"] <= 10, stats
+    assert art.metadata["series"][0]["sha256"] == series.content_hash
+    assert "mmlab: a trivial change" not in (pristine / "mm" / "vmalloc.c").read_text(), \
+        "the pristine tree must never be patched"
+
+
+@pytest.mark.kernel
+def test_non_applying_series_fails_cleanly_and_caches_nothing(tmp_path, kernel_artifact):
+    from orchestrator.artifacts import list_artifacts
+    from orchestrator.errors import SeriesApplyError
+    from orchestrator.series import load_series
+
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "0001-bad.patch").write_text(
+        "From: mmlab tests <tests@mmlab.invalid>\nSubject: [PATCH] mm: does not apply\n\n---\n"
+        "diff --git a/mm/vmalloc.c b/mm/vmalloc.c\n--- a/mm/vmalloc.c\n+++ b/mm/vmalloc.c\n"
+        "@@ -1,3 +1,3 @@\n-this line is not in vmalloc.c\n+replacement\n context\n context2\n")
+    req = BuildRequest.default()
+    req.series = [load_series(str(d))]
+    before = {a.key for a in list_artifacts()}
+    with pytest.raises(SeriesApplyError) as ei:
+        build_kernel(req)
+    msg = str(ei.value)
+    assert "mm/vmalloc.c" in msg and "hunk #1" in msg and "does not apply" in msg
+    assert {a.key for a in list_artifacts()} == before
