@@ -28,7 +28,10 @@ TABLE = Path(__file__).with_name("host_tools.toml")
 # Things mmlab fetches itself (not apt packages of the host architecture):
 # (label, "module:function", stages). The function takes install: bool and returns a Path;
 # with install=False it raises MissingToolError when the thing is absent.
-FETCHES: list[tuple[str, str, list[str]]] = []
+FETCHES: list[tuple[str, str, list[str]]] = [
+    ("QEMU plugin header (qemu-plugin.h, from Debian's qemu source package)",
+     "orchestrator.barrier_plugin:ensure_plugin_header", ["plugin"]),
+]
 
 
 @dataclass(frozen=True)
