@@ -20,10 +20,13 @@ COMMANDS: dict[str, str] = {
     "test": "orchestrator.selftest:test_command",
     "build": "orchestrator.build:build_command",
     "series": "orchestrator.series:series_command",
+    "run": "orchestrator.runner:run_command",
     "inspect": "orchestrator.elfinspect:inspect_command",
+    "simulate": "orchestrator.sim.cli:simulate_command",
     "barriers": "orchestrator.barrier_counts:barriers_command",
     "report": "orchestrator.report:report_command",
     "parse": "orchestrator.parsers.cli:parse_command",
+    "boot": "orchestrator.targets.cli:boot_command",
 }
 
 

@@ -24,7 +24,16 @@ from orchestrator.errors import MmlabError, TargetError
 from orchestrator.plans import Entry, Plan
 from orchestrator.results import RunStore
 
-GUEST_TESTS_DIR = "/guest_tests"
+
+
+def guest_tests_dir() -> str:
+    """Where the image recipe puts guest_tests/ in the guest (images/initramfs.toml)."""
+    import tomllib
+
+    from orchestrator.paths import IMAGES
+
+    recipe = tomllib.loads((IMAGES / "initramfs.toml").read_text())
+    return "/" + recipe["guest_tests"]["path"].strip("/")
 
 
 @dataclass
@@ -70,8 +79,7 @@ def entry_verdict(exit_status: int | None, parsed: dict) -> str:
 
 
 def run_plan(kernels: list[KernelUnderTest], plan: Plan, store: RunStore,
-             make_target: Callable[[], object], *, resume: bool = False,
-             counter_factory: Callable | None = None) -> list[dict]:
+             make_target: Callable[[], object]) -> list[dict]:
     """Run every entry of ``plan`` ``plan.repeats`` times on every kernel."""
     written: list[dict] = []
     total = plan.repeats * len(kernels) * len(plan.entries)
@@ -87,38 +95,36 @@ def run_plan(kernels: list[KernelUnderTest], plan: Plan, store: RunStore,
                 groups = [todo] if plan.boot == "per-repeat" else [[e] for e in todo]
                 for group in groups:
                     for result in _run_group(kut, group, repeat, store, make_target,
-                                             counter_factory, ph, done, total):
+                                             ph, done, total):
                         written.append(result)
                         done += 1
     return written
 
 
 def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: RunStore,
-               make_target, counter_factory, ph, done: int, total: int):
+               make_target, ph, done: int, total: int):
     boot_log = store.log_path(kut.name, f"boot-r{repeat}-{entries[0].id}.log")
     target = make_target()
-    counter = counter_factory(kut.artifact) if counter_factory and any(
-        e.count_barriers for e in entries) else None
     session = None
     t_boot = time.monotonic()
     try:
         ph.update(f"[{done}/{total}] boot {kut.name} r{repeat}")
-        session = target.boot(kut.artifact, console_log=boot_log, counter=counter)
+        session = target.boot(kut.artifact, console_log=boot_log)
         boot_s = time.monotonic() - t_boot
         for entry in entries:
             ph.update(f"[{done}/{total}] {kut.name} r{repeat} {entry.id}")
-            result = _run_entry(session, kut, entry, repeat, store, boot_log, boot_s, counter)
+            result = _run_entry(session, kut, entry, repeat, store, boot_log, boot_s)
             store.write(kut.name, entry.id, repeat, result)
             done += 1
             yield result
             if result["verdict"] in ("crashed", "timeout"):
-                break  # the guest is gone; remaining entries get a fresh boot next time
+                break  # the guest is gone; the rest of the group is recorded below
     except TargetError as exc:
         for entry in entries:
             if store.has(kut.name, entry.id, repeat):
                 continue
             result = _base_result(kut, entry, repeat) | {
-                "verdict": "boot-failed" if session is None else "target-error",
+                "verdict": "boot-failed" if session is None else "not-run",
                 "error": str(exc), "console_log": str(boot_log)}
             store.write(kut.name, entry.id, repeat, result)
             yield result
@@ -128,6 +134,14 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
                 session.shutdown()
             except MmlabError:
                 pass
+    # entries skipped because an earlier one took the guest down
+    for entry in entries:
+        if not store.has(kut.name, entry.id, repeat):
+            result = _base_result(kut, entry, repeat) | {
+                "verdict": "not-run", "error": "an earlier entry of this boot crashed",
+                "console_log": str(boot_log)}
+            store.write(kut.name, entry.id, repeat, result)
+            yield result
 
 
 def _base_result(kut: KernelUnderTest, entry: Entry, repeat: int) -> dict:
@@ -138,21 +152,23 @@ def _base_result(kut: KernelUnderTest, entry: Entry, repeat: int) -> dict:
 
 
 def _run_entry(session, kut: KernelUnderTest, entry: Entry, repeat: int, store: RunStore,
-               boot_log: Path, boot_s: float, counter) -> dict:
+               boot_log: Path, boot_s: float) -> dict:
+    from orchestrator.targets.base import CommandTimeout
+
     result = _base_result(kut, entry, repeat)
     result["boot_s"] = round(boot_s, 3)
-    argv = [f"{GUEST_TESTS_DIR}/{entry.run[0]}", *entry.run[1:]]
+    result["boot_stages"] = dict(getattr(session, "boot_stages", {}) or {})
+    argv = [f"{guest_tests_dir()}/{entry.run[0]}", *entry.run[1:]]
     try:
         session.run(["dmesg", "-c"], timeout=30)
-        if counter is not None and entry.count_barriers:
-            session.run(["/bin/mmlab-marker", "begin"], timeout=30)
         res = session.run(argv, timeout=entry.timeout)
-        if counter is not None and entry.count_barriers:
-            session.run(["/bin/mmlab-marker", "end"], timeout=30)
         dmesg = session.run(["dmesg"], timeout=60).output
+    except CommandTimeout as exc:
+        result.update(verdict="timeout", error=str(exc), console_log=str(boot_log))
+        return result
     except TargetError as exc:
-        result.update(verdict="timeout" if "timed out" in str(exc) else "crashed",
-                      error=str(exc), console_log=str(boot_log))
+        result.update(verdict="crashed", error=str(exc), console_log=str(boot_log))
+        _attach_console_dmesg(result, boot_log)
         return result
     out_path = store.log_path(kut.name, f"{entry.id}-r{repeat}.out")
     out_path.write_text(res.output)
@@ -162,6 +178,125 @@ def _run_entry(session, kut: KernelUnderTest, entry: Entry, repeat: int, store: 
     result.update(exit_status=res.exit_status, duration_s=round(res.duration, 3),
                   output=str(out_path), dmesg=str(dmesg_path), console_log=str(boot_log),
                   parsed=parsed, verdict=entry_verdict(res.exit_status, parsed))
-    if counter is not None and entry.count_barriers:
-        result["barriers"] = counter.collect(session)
     return result
+
+
+def _attach_console_dmesg(result: dict, boot_log: Path) -> None:
+    """After a crash the guest cannot be asked for dmesg: parse the console log instead."""
+    from orchestrator.parsers import dmesg as dmesg_parser
+
+    try:
+        text = boot_log.read_text(errors="replace")
+        result["parsed"] = {"dmesg": dmesg_parser.parse(text).to_json()}
+    except (OSError, MmlabError) as exc:
+        result["parsed"] = {"dmesg": {"error": str(exc)}}
+
+
+# --- `mmlab run` -----------------------------------------------------------------------
+
+def summarize(results: list[dict]) -> list[str]:
+    """One line per result: verdict, key numbers, where the logs are."""
+    lines = []
+    for r in sorted(results, key=lambda r: (r["kernel"], r["entry"], r["repeat"])):
+        bits = [f"{r['kernel']:<10} {r['entry']:<16} r{r['repeat']}  {r['verdict'].upper():<11}"]
+        parsed = r.get("parsed") or {}
+        tv = parsed.get("test_vmalloc") or {}
+        for run in tv.get("runs", [])[:1]:
+            for name, t in run.get("tests", {}).items():
+                if t.get("avg_usec_mean") is not None:
+                    bits.append(f"{name} {t['status']} avg {t['avg_usec_mean']:.0f} usec")
+                if len(bits) > 3:
+                    bits.append("...")
+                    break
+        dm = parsed.get("dmesg") or {}
+        issues = dm.get("unexpected") or []
+        if issues:
+            bits.append(f"{len(issues)} kernel message(s): "
+                        + ", ".join(sorted({i.get('kind', '?') for i in issues})))
+        wx = dm.get("wx") or parsed.get("wx")
+        if isinstance(wx, list) and wx:
+            bits.append("W+X " + ("FAILED" if any(not w.get("passed", True) for w in wx)
+                                  else "passed"))
+        if r.get("output") and Path(r["output"]).is_file():
+            for line in Path(r["output"]).read_text(errors="replace").splitlines():
+                if line.startswith(("mmlab-ptdump:", "mmlab-ptdump-stress:")):
+                    bits.append(line.split(":", 1)[1].strip())
+        if r.get("error"):
+            bits.append(r["error"][:120])
+        lines.append("  ".join(bits))
+    return lines
+
+
+def _run_command():
+    import dataclasses
+    import hashlib
+    import json
+
+    import click
+
+    from orchestrator import kconfig
+    from orchestrator.artifacts import find
+    from orchestrator.build import BuildRequest, build_kernel, load_series_spec
+    from orchestrator.plans import load_plan
+    from orchestrator.results import host_info, new_run_id
+    from orchestrator.sources import resolve_tree
+
+    @click.command("run")
+    @click.option("--kernel", "kernel_spec", default=None, help="A built artifact (directory or "
+                  "key prefix). Default: build (or reuse) the default kernel.")
+    @click.option("--tree", default=None, help="Build this tree first (see `mmlab build`).")
+    @click.option("--series", "series_specs", multiple=True, help="Series to apply first.")
+    @click.option("--config", "fragments", default="default", show_default=True)
+    @click.option("--plan", "plan_name", default="default", show_default=True,
+                  help="A plan in plans/ or a path to a plan TOML.")
+    @click.option("--entries", default=None, help="Only these plan entries (comma-separated).")
+    @click.option("--profile", default=None, help="QEMU profile (default: the plan's).")
+    @click.option("--repeats", type=int, default=1, show_default=True)
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help="Results directory (default ./mmlab-results/<run-id>).")
+    @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+    @click.option("--json", "as_json", is_flag=True, help="Print all results as JSON.")
+    def run_command(kernel_spec, tree, series_specs, fragments, plan_name, entries, profile,
+                    repeats, out, resume, as_json):
+        """Boot a kernel in QEMU, run a plan in the guest, print parsed results."""
+        from orchestrator.targets.qemu import QemuTarget
+
+        if kernel_spec:
+            art = find(kernel_spec)
+        else:
+            source = resolve_tree(tree)
+            series = [load_series_spec(s, source) for s in series_specs]
+            art = build_kernel(BuildRequest(tree=source, series=series,
+                                            fragments=kconfig.resolve_fragments(fragments),
+                                            name="patched" if series else "baseline"))
+        plan = load_plan(plan_name)
+        if entries:
+            plan = plan.select([e for e in entries.split(",") if e])
+        plan = dataclasses.replace(plan, repeats=repeats, profile=profile or plan.profile)
+        if out is None:
+            if resume:
+                raise click.UsageError("--resume needs --out (the directory of the run)")
+            out = Path("mmlab-results") / new_run_id("run")
+        store = RunStore(out)
+        fingerprint = hashlib.sha256(json.dumps(
+            [art.key, plan.to_json()], sort_keys=True).encode()).hexdigest()
+        store.start({"kind": "run", "fingerprint": fingerprint, "plan": plan.to_json(),
+                     "kernels": {art.name: art.metadata}, "host": host_info(),
+                     "created": time.time()}, resume=resume)
+        kut = KernelUnderTest(art.name, art)
+        run_plan([kut], plan, store, lambda: QemuTarget(plan.profile))
+        results = store.load_all()
+        if as_json:
+            click.echo(json.dumps(results, indent=2, sort_keys=True))
+        else:
+            for line in summarize(results):
+                click.echo(line)
+            click.echo(f"results: {out}")
+        bad = [r for r in results if r["verdict"] not in ("ok", "skipped")]
+        if bad:
+            raise SystemExit(1)
+
+    return run_command
+
+
+run_command = _run_command()
