@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "build": "orchestrator.build:build_command",
     "series": "orchestrator.series:series_command",
     "run": "orchestrator.runner:run_command",
+    "compare": "orchestrator.compare:compare_command",
     "inspect": "orchestrator.elfinspect:inspect_command",
     "simulate": "orchestrator.sim.cli:simulate_command",
     "barriers": "orchestrator.barrier_counts:barriers_command",
