@@ -1,0 +1,513 @@
+"""``mmlab compare``: the main job.
+
+Build a baseline and one or more patched kernels, run the same plan on all of them
+(interleaved: A B C A B C ...), count the barriers each executes per workload loop with the
+QEMU plugin, predict the same with the reference simulator, and judge:
+
+- correctness: test_vmalloc failures, kernel messages new in a patched kernel, W+X check
+  failures, crashes and hangs (from every run);
+- performance: per metric, median and spread per kernel, the change against the baseline
+  with a confidence interval, a significance test and a verdict (orchestrator.stats);
+- theory: measured barrier counts per loop against the simulator's prediction for the
+  kernel's variant (inferred from the series and the vmlinux barrier census, and checked
+  against the variant the comparison declares), and measured timing changes next to the
+  cost model's prediction and the published deltas.
+
+Outputs in the run directory: results/ (one JSON per run, written as they arrive),
+barriers/<kernel>.json, results.json (the comparison, schema in docs/results-schema.md),
+report.html (self-contained) and junit.xml. ``--resume`` continues an interrupted run.
+
+The default (no arguments) is ``comparisons/default.toml``: Linux 6.12 against the demo
+lazy-MMU series in two steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+
+from orchestrator import kconfig, progress
+from orchestrator.artifacts import Artifact
+from orchestrator.atomic import atomic_write_json
+from orchestrator.build import BuildRequest, build_kernel, load_series_spec
+from orchestrator.errors import InputError, MmlabError
+from orchestrator.paths import REPO_ROOT
+from orchestrator.plans import Plan, load_plan
+from orchestrator.results import RunStore, host_info, new_run_id
+from orchestrator.runner import KernelUnderTest, run_plan
+from orchestrator.sources import resolve_tree
+
+COMPARISONS = REPO_ROOT / "comparisons"
+# Tolerances of measured vs predicted barrier counts per loop (see docs/compare.md):
+# the pte-write barriers are exact; ISB also counts timer-interrupt ISBs (~2 per loop at
+# 256 pages under -icount), which the model leaves out.
+TOLERANCE = {"dsb.ishst": (0.15, 0.01), "isb": (0.3, 0.02)}
+TIMER_FUNCTIONS = re.compile(r"^(arch_timer_|arch_counter_)")
+# plan-entry parameters that identify a metric (others, e.g. loop counts, do not)
+METRIC_PARAMS = ("nr_pages", "use_huge", "nr_threads", "run_test_mask")
+
+
+@dataclass
+class KernelSpec:
+    name: str
+    series: str | None = None
+    patches: str | None = None      # "1-2", "1,3", "2-" (1-based, inclusive)
+    variant: str | None = None      # the simulator variant this kernel is declared to be
+    ref: str | None = None          # a git ref (with a git --tree)
+
+
+@dataclass
+class ComparisonSpec:
+    name: str
+    kernels: list[KernelSpec]
+    baseline: str
+    tree: str | None = None
+    config: str = "default"
+    plan: str = "default"
+    profile: str | None = None
+    description: str = ""
+    barriers: dict = field(default_factory=lambda: {"nr_pages": [1, 16, 256],
+                                                    "loops": [1000, 2000], "repeat": 2})
+    path: Path | None = None
+
+
+def load_comparison(name_or_path: str) -> ComparisonSpec:
+    p = Path(name_or_path)
+    path = p if p.suffix == ".toml" and p.is_file() else COMPARISONS / f"{name_or_path}.toml"
+    if not path.is_file():
+        names = ", ".join(sorted(x.stem for x in COMPARISONS.glob("*.toml")))
+        raise InputError(f"unknown comparison {name_or_path!r}",
+                         hint=f"use one of {names}, or a path to a comparison .toml")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: not valid TOML: {exc}", hint="fix the file") from exc
+    kernels = [KernelSpec(**{k: v for k, v in k_.items()}) for k_ in data.get("kernel", [])]
+    spec = ComparisonSpec(
+        name=data.get("name", path.stem), kernels=kernels,
+        baseline=data.get("baseline", kernels[0].name if kernels else ""),
+        tree=data.get("tree"), config=data.get("config", "default"),
+        plan=data.get("plan", "default"), profile=data.get("profile"),
+        description=data.get("description", ""), path=path)
+    if "barriers" in data:
+        spec.barriers = spec.barriers | data["barriers"]
+    _validate(spec)
+    return spec
+
+
+def _validate(spec: ComparisonSpec) -> None:
+    names = [k.name for k in spec.kernels]
+    if len(names) < 2:
+        raise InputError(f"comparison {spec.name} needs at least two kernels",
+                         hint="add [[kernel]] tables, or pass --series")
+    if len(set(names)) != len(names):
+        raise InputError(f"comparison {spec.name}: kernel names repeat: {names}",
+                         hint="give every kernel its own name")
+    if spec.baseline not in names:
+        raise InputError(f"comparison {spec.name}: baseline {spec.baseline!r} is not one of "
+                         f"{names}", hint="set baseline to a kernel name")
+
+
+def _select_patches(series, spec: str | None):
+    """A sub-series: patches '1-2' / '1,3' / '2-' (1-based) of a loaded Series."""
+    if not spec:
+        return series
+    n = len(series.patches)
+    chosen: list[int] = []
+    for part in str(spec).split(","):
+        m = re.fullmatch(r"\s*(\d+)?\s*(-)?\s*(\d+)?\s*", part)
+        if not m or not (m.group(1) or m.group(3)):
+            raise InputError(f"bad patch selection {spec!r}", hint="use e.g. 1-2, 1,3 or 2-")
+        lo = int(m.group(1) or 1)
+        hi = int(m.group(3) or (n if m.group(2) else lo))
+        if not 1 <= lo <= hi <= n:
+            raise InputError(f"patch selection {spec!r} is outside 1-{n} of {series.name}",
+                             hint=f"the series has {n} patches")
+        chosen += range(lo, hi + 1)
+    patches = tuple(series.patches[i - 1] for i in chosen)
+    return dataclasses.replace(series, patches=patches, name=f"{series.name}[{spec}]")
+
+
+# --- stages -----------------------------------------------------------------------------
+
+def build_all(spec: ComparisonSpec) -> dict[str, Artifact]:
+    arts: dict[str, Artifact] = {}
+    fragments = kconfig.resolve_fragments(spec.config)
+    for i, k in enumerate(spec.kernels, 1):
+        progress.info(f"compare: kernel {i}/{len(spec.kernels)}: {k.name}")
+        source = resolve_tree(spec.tree, k.ref)
+        series = []
+        if k.series:
+            path = Path(k.series)
+            if not path.is_absolute() and (REPO_ROOT / path).exists() and not path.exists():
+                path = REPO_ROOT / path
+            series = [_select_patches(load_series_spec(str(path), source), k.patches)]
+        req = BuildRequest(tree=source, fragments=fragments, series=series, name=k.name)
+        arts[k.name] = build_kernel(req)
+    return arts
+
+
+def infer_variants(spec: ComparisonSpec, arts: dict[str, Artifact]) -> dict[str, dict]:
+    """Each kernel's simulator variant: inferred from evidence, checked against the spec."""
+    from orchestrator.elfinspect import barrier_census
+    from orchestrator.sim import infer_variant
+
+    out = {}
+    for k in spec.kernels:
+        art = arts[k.name]
+        patches = [{"subject": p["subject"]} for s in art.metadata.get("series", [])
+                   for p in s.get("patches", [])]
+        census = barrier_census(art.vmlinux)
+        inf = infer_variant({"base": art.release, "patches": patches, "census": census})
+        declared = k.variant
+        chosen = declared or inf.variant
+        agree = declared is None or _same_variant(declared, inf)
+        out[k.name] = {"declared": declared, "inferred": inf.to_json(), "used": chosen,
+                       "agrees": agree}
+        msg = f"compare: {k.name}: simulator variant {chosen}"
+        if declared and not agree:
+            msg += f" (declared; the evidence says {inf.variant}: see the report)"
+        elif not declared:
+            msg += " (inferred: " + "; ".join(inf.reasons[:2]) + ")"
+        progress.info(msg)
+    return out
+
+
+def _same_variant(declared: str, inf) -> bool:
+    from orchestrator.sim import resolve_variant
+
+    try:
+        return set(resolve_variant(declared).features) == set(inf.features)
+    except (KeyError, ValueError, MmlabError):
+        return declared == inf.variant
+
+
+def count_barriers(spec: ComparisonSpec, arts: dict[str, Artifact], out: Path) -> dict:
+    """Per kernel: the plugin's per-loop barrier counts (cached in out/barriers/)."""
+    from orchestrator.barrier_counts import kernel_files, measure
+
+    b = spec.barriers
+    res = {}
+    for k in spec.kernels:
+        path = out / "barriers" / f"{k.name}.json"
+        if path.is_file():
+            res[k.name] = json.loads(path.read_text())
+            continue
+        with progress.phase("barriers", f"{k.name}: count per fix_size_alloc loop"):
+            m = measure(kernel_files(str(arts[k.name].path)), nr_pages=tuple(b["nr_pages"]),
+                        loops=tuple(b["loops"]), repeat=int(b["repeat"]))
+        atomic_write_json(path, m)
+        res[k.name] = m
+    return res
+
+
+def predictions(variants: dict[str, dict], nr_pages: list[int]) -> dict:
+    from orchestrator.sim import predict
+
+    out: dict = {}
+    for kname, v in variants.items():
+        out[kname] = {}
+        for nr in nr_pages:
+            p = predict(v["used"], f"test_vmalloc run_test_mask=1 nr_pages={nr}")
+            out[kname][str(nr)] = {"per_loop": p.per_loop, "B": p.barrier_pairs_per_loop}
+    return out
+
+
+def timing_predictions(variants: dict[str, dict], baseline: str, plan: Plan,
+                       platform: str = "qemu-tcg") -> dict:
+    """The cost model's relative time change per plan workload and candidate kernel."""
+    from orchestrator.sim import CostModel, predict
+
+    try:
+        model = CostModel.load(platform)
+    except (KeyError, MmlabError):
+        return {}
+    out: dict = {}
+    for e in plan.entries:
+        if not e.workload:
+            continue
+        try:
+            before = predict(variants[baseline]["used"], e.workload)
+        except MmlabError:
+            continue
+        for kname, v in variants.items():
+            if kname == baseline:
+                continue
+            after = predict(v["used"], e.workload)
+            out.setdefault(e.id, {})[kname] = model.relative_change(before, after)
+    return out
+
+
+# --- assembling the comparison model ----------------------------------------------------
+
+def _entry_params(run: list[str]) -> dict:
+    params = {}
+    for a in run[1:]:
+        if "=" in a:
+            k, v = a.split("=", 1)
+            if k in METRIC_PARAMS and k != "run_test_mask":
+                params[k] = int(v) if v.isdigit() else v
+    return params
+
+
+def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store: RunStore,
+             variants: dict, barriers: dict, preds: dict, tpreds: dict, command: str):
+    from orchestrator import comparison as cm
+
+    out = store.root
+    rel = lambda p: str(Path(p).resolve().relative_to(out.resolve())) if p else None  # noqa: E731
+    kernels = []
+    for k in spec.kernels:
+        kern = cm.Kernel.from_artifact(arts[k.name], id=k.name, name=k.name)
+        kern.extra = {"variant": variants.get(k.name)}
+        kernels.append(kern)
+    comp = cm.Comparison(kernels=kernels, baseline=spec.baseline,
+                         title=f"{spec.name}: {spec.description}".strip(": "))
+    comp.plan = cm.Plan(name=plan.name, description=plan.description, repeats=plan.repeats,
+                        interleaved=True, target=f"qemu profile {plan.profile}",
+                        command=command,
+                        text=plan.path.read_text() if plan.path else json.dumps(plan.to_json()))
+    entries = {e.id: e for e in plan.entries}
+    results = sorted(store.load_all(), key=lambda r: (r["repeat"], r["kernel"], r["entry"]))
+    vm: dict = {}
+    seen_logs: set = set()
+    for r in results:
+        kname, entry = r["kernel"], entries.get(r["entry"])
+        if kname not in arts or entry is None:
+            continue
+        parsed = r.get("parsed") or {}
+        during = f"{entry.id} ({' '.join(entry.run)})"
+        if r["verdict"] in ("crashed", "timeout", "boot-failed"):
+            dm = (parsed.get("dmesg") or {})
+            fatal = next((m for m in dm.get("messages", []) if m.get("ends_run")), {})
+            comp.crashes.append(cm.Crash(
+                kernel=kname, during=during, run=r["repeat"],
+                kind={"timeout": "hang"}.get(r["verdict"], fatal.get("kind", "crash")),
+                message=r.get("error", ""),
+                excerpt="\n".join(fatal.get("lines") or [])[:4000],
+                log=rel(r.get("console_log")), signature=fatal.get("signature", "")))
+        tv = parsed.get("test_vmalloc") or {}
+        for run in tv.get("runs", []):
+            for tname, t in run.get("tests", {}).items():
+                key = (kname, tname)
+                o = vm.setdefault(key, cm.VmallocOutcome(kernel=kname, test=tname, runs=0,
+                                                         log=rel(r.get("dmesg"))))
+                o.passed += t.get("passed") or 0
+                o.failed += t.get("failed") or 0
+                o.xfailed += t.get("xfailed") or 0
+                o.runs += 1
+                o.status = _worse(o.status, t.get("status"))
+                if entry.workload and t.get("avg_usec"):
+                    vals = sorted(t["avg_usec"])
+                    comp.add_sample(kname, tname, "avg usec", vals[len(vals) // 2],
+                                    unit="usec", better="lower",
+                                    params=_entry_params(list(entry.run)))
+        dm = parsed.get("dmesg")
+        if isinstance(dm, dict) and "error" not in dm:
+            comp.dmesg_logs[kname] = comp.dmesg_logs.get(kname, 0) + 1
+            for m in dm.get("messages", []):
+                if m.get("expected") is not None:
+                    continue  # e.g. align_shift_alloc_test's deliberate vmalloc error
+                comp.dmesg.append(cm.DmesgFinding(
+                    kernel=kname, signature=m.get("signature", ""), kind=m.get("kind", ""),
+                    severity=m.get("severity", ""), title=m.get("title", ""),
+                    excerpt="\n".join(m.get("lines") or [])[:4000], log=rel(r.get("dmesg"))))
+            for w in dm.get("wx_checks", []) or []:
+                comp.wx.append(cm.WXOutcome(
+                    kernel=kname, check="W+X check (kernel log)",
+                    passed=int(bool(w.get("passed"))), failed=int(not w.get("passed")),
+                    wx_pages=int(w.get("wx_pages") or 0), log=rel(r.get("dmesg"))))
+        wx_status = _status_field(r.get("output"), "wx")
+        if wx_status in ("passed", "failed"):
+            comp.wx.append(cm.WXOutcome(
+                kernel=kname, check=f"check_wx_pages during {entry.id}",
+                passed=int(wx_status == "passed"), failed=int(wx_status == "failed"),
+                log=rel(r.get("output"))))
+        for name in ("console_log", "dmesg", "output"):
+            p = r.get(name)
+            if p and p not in seen_logs and Path(p).is_file():
+                seen_logs.add(p)
+                comp.logs.append(cm.LogLink(kernel=kname, name=Path(p).name, path=rel(p)))
+    comp.vmalloc = list(vm.values())
+    for kname, m in barriers.items():
+        for nr in m.get("per_loop", {}):
+            pred = preds.get(kname, {}).get(nr, {}).get("per_loop", {})
+            for q, (atol, rtol) in TOLERANCE.items():
+                samples = [measured_per_loop(run[nr], q) for run in m.get("runs", [])
+                           if nr in run]
+                comp.barriers.append(cm.BarrierCount(
+                    workload=f"fix_size_alloc_test nr_pages={nr} (run_test_mask=1)",
+                    kernel=kname, quantity=q, per="loop", predicted=pred.get(q, 0.0),
+                    measured=sum(samples) / len(samples) if samples else None,
+                    samples=samples, abs_tolerance=atol, rel_tolerance=rtol,
+                    note=("all dsb ishst executed, per loop: exact" if q == "dsb.ishst" else
+                          "timer-interrupt ISBs (arch_timer_*, arch_counter_*) subtracted: "
+                          "the model has no timer")))
+    for eid, per_kernel in tpreds.items():
+        e = entries[eid]
+        for kname, change in per_kernel.items():
+            for mt in comp.metrics:
+                if mt.params == _entry_params(list(e.run)) and mt.test.startswith(
+                        ("fix_size", "vm_map_ram")) and _entry_test(e) == mt.test:
+                    comp.timing_predictions.append(cm.TimingPrediction(
+                        metric=mt.id, kernel=kname, change=change,
+                        note="cost model (qemu-tcg), from predicted counts"))
+    return comp
+
+
+def _status_field(output_path: str | None, key: str) -> str | None:
+    """A key=value from a guest test's status line ("mmlab-ptdump-stress: ... wx=passed")."""
+    if not output_path or not Path(output_path).is_file():
+        return None
+    for line in Path(output_path).read_text(errors="replace").splitlines():
+        if line.startswith("mmlab-ptdump"):
+            m = re.search(rf"\b{key}=(\S+)", line)
+            if m:
+                return m.group(1)
+    return None
+
+
+def measured_per_loop(point: dict, quantity: str) -> float:
+    """A plugin point's per-loop count of ``quantity``; for ISB without timer interrupts."""
+    total = float(point.get("per_kind", {}).get(quantity, 0.0))
+    if quantity == "isb":
+        total -= sum(float(kinds.get("isb", 0.0))
+                     for fn, kinds in point.get("per_function", {}).items()
+                     if TIMER_FUNCTIONS.match(fn))
+    return round(total, 4)
+
+
+def _entry_test(entry) -> str:
+    mask = next((a.split("=", 1)[1] for a in entry.run if a.startswith("run_test_mask=")), "")
+    return {"1": "fix_size_alloc_test", "1024": "vm_map_ram_test"}.get(mask, "")
+
+
+_ORDER = {None: 0, "pass": 1, "xfail": 2, "xpass": 3, "incomplete": 4, "fail": 5}
+
+
+def _worse(a: str | None, b: str | None) -> str | None:
+    return a if _ORDER.get(a, 4) >= _ORDER.get(b, 4) else b
+
+
+# --- the command --------------------------------------------------------------------------
+
+def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int | None,
+                profile: str | None, entries: list[str] | None, barriers_on: bool,
+                command: str) -> Path:
+    plan = load_plan(spec.plan)
+    if entries:
+        plan = plan.select(entries)
+    plan = dataclasses.replace(plan, repeats=repeats or plan.repeats,
+                               profile=profile or spec.profile or plan.profile)
+    t0 = time.monotonic()
+    arts = build_all(spec)
+    t_build = time.monotonic() - t0
+    store = RunStore(out)
+    fingerprint = hashlib.sha256(json.dumps(
+        [[k.name, arts[k.name].key] for k in spec.kernels] + [plan.to_json()],
+        sort_keys=True).encode()).hexdigest()
+    store.start({"kind": "compare", "fingerprint": fingerprint, "comparison": spec.name,
+                 "plan": plan.to_json(), "host": host_info(), "command": command,
+                 "kernels": {n: a.metadata for n, a in arts.items()},
+                 "created": time.time()}, resume=resume)
+    variants = infer_variants(spec, arts)
+    atomic_write_json(out / "variants.json", variants)
+    kuts = [KernelUnderTest(k.name, arts[k.name]) for k in spec.kernels]
+    from orchestrator.targets.qemu import QemuTarget
+
+    t1 = time.monotonic()
+    run_plan(kuts, plan, store, lambda: QemuTarget(plan.profile))
+    barriers = count_barriers(spec, arts, out) if barriers_on else {}
+    t_runs = time.monotonic() - t1
+    preds = predictions(variants, list(spec.barriers["nr_pages"]))
+    tpreds = timing_predictions(variants, spec.baseline, plan)
+    atomic_write_json(out / "predictions.json", {"barriers": preds, "timing": tpreds})
+    comp = assemble(spec, arts, plan, store, variants, barriers, preds, tpreds, command)
+    comp.plan.extra = {"durations_s": {"builds": round(t_build, 1), "runs": round(t_runs, 1)}}
+    comp.analyze()
+    comp.save(out / "results.json")
+    from orchestrator.junit import write_junit
+    from orchestrator.report import write_report
+
+    report = write_report(comp, out / "report.html", results_dir=out)
+    write_junit(comp, out / "junit.xml")
+    return report
+
+
+def _compare_command():
+    @click.command("compare")
+    @click.argument("comparison", required=False, default="default")
+    @click.option("--tree", default=None, help="Kernel tree for a two-kernel comparison "
+                  "(with --series or --refs): debian:6.12, a directory, tarball or git repo.")
+    @click.option("--series", "series_spec", default=None, help="Compare the tree against "
+                  "tree + this series (any form `mmlab build --series` takes).")
+    @click.option("--refs", nargs=2, default=None, metavar="BASE PATCHED",
+                  help="Compare two git refs of --tree.")
+    @click.option("--config", "fragments", default=None, help="Fragment set or list.")
+    @click.option("--plan", "plan_name", default=None, help="Plan name or path.")
+    @click.option("--profile", default=None, help="QEMU profile.")
+    @click.option("--repeats", type=int, default=None, help="Runs per kernel (>= 3).")
+    @click.option("--entries", default=None, help="Only these plan entries (comma-separated).")
+    @click.option("--no-barriers", is_flag=True, help="Skip the barrier-counting runs.")
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help="Run directory (default ./mmlab-results/compare-<time>).")
+    @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+    @click.option("--exit-code", is_flag=True, help="Exit 1 when the verdict is FAIL (for CI).")
+    def compare_command(comparison, tree, series_spec, refs, fragments, plan_name, profile,
+                        repeats, entries, no_barriers, out, resume, exit_code):
+        """Build, boot, test and judge kernels: the default compares Linux 6.12 with the
+        demo lazy-MMU series (comparisons/default.toml)."""
+        import sys
+
+        if series_spec or refs:
+            spec = ComparisonSpec(name="cli", baseline="baseline", tree=tree, kernels=[])
+            if refs:
+                spec.kernels = [KernelSpec("baseline", ref=refs[0]),
+                                KernelSpec("patched", ref=refs[1])]
+            else:
+                spec.kernels = [KernelSpec("baseline"),
+                                KernelSpec("patched", series=series_spec)]
+            spec.description = f"{tree or 'debian:6.12'}: " + (
+                f"{refs[0]} vs {refs[1]}" if refs else f"+ {series_spec}")
+        else:
+            spec = load_comparison(comparison)
+            if tree:
+                spec.tree = tree
+        if fragments:
+            spec.config = fragments
+        if plan_name:
+            spec.plan = plan_name
+        if repeats is not None and repeats < 3:
+            raise InputError("--repeats must be at least 3 for statistics",
+                             hint="use 3 or more (the default plan uses 6)")
+        if out is None:
+            if resume:
+                raise click.UsageError("--resume needs --out (the directory of the run)")
+            out = Path("mmlab-results") / new_run_id("compare")
+        report = run_compare(spec, out=out, resume=resume, repeats=repeats, profile=profile,
+                             entries=[e for e in entries.split(",") if e] if entries else None,
+                             barriers_on=not no_barriers, command=" ".join(sys.argv))
+        data = json.loads((out / "results.json").read_text())
+        verdict = (data.get("analysis") or {}).get("verdict") or {}
+        click.echo(verdict.get("headline", "verdict: ?"))
+        for k in verdict.get("kernels", []):
+            click.echo(f"  {k.get('line', '')}")
+        for line in verdict.get("reasons", [])[:10]:
+            click.echo(f"  - {line}")
+        click.echo(f"report:  {report}")
+        click.echo(f"results: {out / 'results.json'}  junit: {out / 'junit.xml'}")
+        if exit_code and verdict.get("status") == "fail":
+            raise SystemExit(1)
+
+    return compare_command
+
+
+compare_command = _compare_command()
