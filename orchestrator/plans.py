@@ -15,7 +15,8 @@ A plan is TOML::
     timeout = 120                           # seconds (scaled for emulation by the target)
     parse = ["test_vmalloc"]                # parsers applied to the entry's dmesg/output
     workload = "test_vmalloc run_test_mask=1 nr_pages=256"  # simulator workload, optional
-    count_barriers = true                   # run under the barrier-counting plugin
+    once = false                            # true: only in the first repeat (for
+                                            # correctness checks that need no statistics)
 
 The command is an argument list run in the guest (never a shell string built from data);
 its first element is a script in ``guest_tests/``.
@@ -42,13 +43,16 @@ class Entry:
     timeout: float = 120.0
     parse: tuple[str, ...] = ("dmesg",)
     workload: str | None = None
-    count_barriers: bool = False
+    once: bool = False
     description: str = ""
 
     def to_json(self) -> dict:
         return {"id": self.id, "run": list(self.run), "timeout": self.timeout,
                 "parse": list(self.parse), "workload": self.workload,
-                "count_barriers": self.count_barriers, "description": self.description}
+                "once": self.once, "description": self.description}
+
+    def runs_in(self, repeat: int) -> bool:
+        return repeat == 0 or not self.once
 
 
 @dataclass(frozen=True)
@@ -117,12 +121,12 @@ def plan_from_dict(data: dict, path: Path | None = None) -> Plan:
         parse = tuple(raw.get("parse", ["dmesg"]))
         if set(parse) - PARSERS:
             raise bad(f"entry {eid}: unknown parser(s) {sorted(set(parse) - PARSERS)}")
-        known = {"id", "run", "timeout", "parse", "workload", "count_barriers", "description"}
+        known = {"id", "run", "timeout", "parse", "workload", "once", "description"}
         if set(raw) - known:
             raise bad(f"entry {eid}: unknown keys {sorted(set(raw) - known)}")
         entries.append(Entry(id=eid, run=tuple(run), timeout=float(raw.get("timeout", 120)),
                              parse=parse, workload=raw.get("workload"),
-                             count_barriers=bool(raw.get("count_barriers", False)),
+                             once=bool(raw.get("once", False)),
                              description=str(raw.get("description", ""))))
     if not entries:
         raise bad("no [[entry]] tables")

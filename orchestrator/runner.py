@@ -82,14 +82,16 @@ def run_plan(kernels: list[KernelUnderTest], plan: Plan, store: RunStore,
              make_target: Callable[[], object]) -> list[dict]:
     """Run every entry of ``plan`` ``plan.repeats`` times on every kernel."""
     written: list[dict] = []
-    total = plan.repeats * len(kernels) * len(plan.entries)
-    done = sum(store.has(k.name, e.id, r) for r in range(plan.repeats) for k in kernels
-               for e in plan.entries)
+    slots = [(r, k, e) for r in range(plan.repeats) for k in kernels for e in plan.entries
+             if e.runs_in(r)]
+    total = len(slots)
+    done = sum(store.has(k.name, e.id, r) for r, k, e in slots)
     with progress.phase("run", f"{plan.name}: {len(kernels)} kernel(s) x {plan.repeats} "
                         f"repeat(s) x {len(plan.entries)} entries") as ph:
         for repeat in range(plan.repeats):
             for kut in kernels:
-                todo = [e for e in plan.entries if not store.has(kut.name, e.id, repeat)]
+                todo = [e for e in plan.entries
+                        if e.runs_in(repeat) and not store.has(kut.name, e.id, repeat)]
                 if not todo:
                     continue
                 groups = [todo] if plan.boot == "per-repeat" else [[e] for e in todo]
