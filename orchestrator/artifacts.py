@@ -36,7 +36,7 @@ class Artifact:
     metadata: dict[str, Any]
 
     @classmethod
-    def load(cls, path: str | Path) -> "Artifact":
+    def load(cls, path: str | Path) -> Artifact:
         path = Path(path)
         meta = path / METADATA
         if not meta.is_file():

@@ -71,7 +71,7 @@ class Plan:
                 "profile": self.profile, "repeats": self.repeats, "boot": self.boot,
                 "description": self.description, "entries": [e.to_json() for e in self.entries]}
 
-    def select(self, ids: list[str]) -> "Plan":
+    def select(self, ids: list[str]) -> Plan:
         unknown = set(ids) - {e.id for e in self.entries}
         if unknown:
             raise InputError(f"plan {self.name} has no entries {', '.join(sorted(unknown))}",

@@ -25,7 +25,6 @@ from orchestrator.plans import Entry, Plan
 from orchestrator.results import RunStore
 
 
-
 def guest_tests_dir() -> str:
     """Where the image recipe puts guest_tests/ in the guest (images/initramfs.toml)."""
     import tomllib

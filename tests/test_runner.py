@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import InputError
+from orchestrator.paths import REPO_ROOT
 from orchestrator.plans import load_plan, plan_from_dict
 from orchestrator.results import RunStore
-from orchestrator.paths import REPO_ROOT
 
 
 def test_default_plan_loads_with_timed_and_once_entries():
