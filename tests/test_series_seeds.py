@@ -157,7 +157,8 @@ def linux_612(request, tmp_path_factory) -> Path:
     """The files the seeds touch, extracted from the real 6.12 source tarball.
 
     Extraction reads the whole 150 MB .xz (20-60 s on 2 busy cores), so the extracted files
-    are kept in pytest's cache, keyed by the tarball's size and mtime and the path list;
+    are kept in mmlab's cache (~/.cache/mmlab/test-data), keyed by the tarball's size and
+    mtime and the path list;
     each test gets a fresh copy.
     """
     if not TARBALL.is_file():
@@ -166,7 +167,9 @@ def linux_612(request, tmp_path_factory) -> Path:
                     for f in load_series(SEEDS / name).patches[0].files})
     st = TARBALL.stat()
     key = hashlib.sha256(f"{st.st_size} {st.st_mtime_ns} {paths}".encode()).hexdigest()[:16]
-    cached = request.config.cache.mkdir("linux-6.12-seed-files") / key
+    from orchestrator.paths import cache_dir
+
+    cached = cache_dir("test-data") / "linux-6.12-seed-files" / key
     if not all((cached / p).is_file() for p in paths):
         staging = tmp_path_factory.mktemp("extract")
         subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(staging), "--strip-components=1",
