@@ -157,3 +157,17 @@ def version(package: str) -> str:
     """The Debian version of the cached .deb (from its file name)."""
     deb = fetch(package)
     return deb.name.split("_")[1].replace("%3a", ":")
+
+
+def ensure_busybox(install: bool) -> Path:
+    """busybox-static for arm64, for `mmlab doctor` (fetched on demand by the image builder)."""
+    from orchestrator.errors import MissingToolError
+
+    deb = cached_deb("busybox-static")
+    if deb is not None:
+        return deb
+    if not install:
+        raise MissingToolError("busybox-static (arm64) has not been fetched yet",
+                               hint="run `mmlab doctor --install` (fetches it with a private "
+                                    "arm64 apt state; the host's architectures are unchanged)")
+    return fetch("busybox-static")

@@ -277,3 +277,34 @@ def test_non_applying_series_fails_cleanly_and_caches_nothing(tmp_path, kernel_a
     msg = str(ei.value)
     assert "mm/vmalloc.c" in msg and "hunk #1" in msg and "does not apply" in msg
     assert {a.key for a in list_artifacts()} == before
+
+
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_compile_error_names_the_first_error_and_the_log(tmp_path, kernel_artifact):
+    import difflib
+
+    from orchestrator.artifacts import list_artifacts
+    from orchestrator.errors import BuildError
+    from orchestrator.series import load_series
+
+    pristine = BuildRequest.default().tree.pristine()
+    old = (pristine / "mm" / "vmalloc.c").read_text().splitlines(keepends=True)
+    new = list(old)
+    new.insert(40, "this_is_not_c mmlab_broken_build;\n")
+    diff = "".join(difflib.unified_diff(old, new, "a/mm/vmalloc.c", "b/mm/vmalloc.c"))
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "0001-break.patch").write_text(
+        "From: mmlab tests <tests@mmlab.invalid>\nSubject: [PATCH] mm: break the build\n\n---\n"
+        f"diff --git a/mm/vmalloc.c b/mm/vmalloc.c\n{diff}")
+    req = BuildRequest.default()
+    req.series = [load_series(str(d))]
+    before = {a.key for a in list_artifacts()}
+    with pytest.raises(BuildError) as ei:
+        build_kernel(req)
+    err = ei.value
+    assert "mm/vmalloc.c" in str(err) and "error" in str(err)
+    assert err.log and Path(err.log).is_file()
+    assert "mmlab_broken_build" in Path(err.log).read_text()
+    assert {a.key for a in list_artifacts()} == before, "a failed build caches nothing"
