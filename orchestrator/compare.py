@@ -28,13 +28,12 @@ import hashlib
 import json
 import re
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from orchestrator import kconfig, progress
+from orchestrator import datafiles, kconfig, progress
 from orchestrator.artifacts import Artifact
 from orchestrator.atomic import atomic_write_json
 from orchestrator.build import BuildRequest, build_kernel, load_series_spec
@@ -80,16 +79,7 @@ class ComparisonSpec:
 
 
 def load_comparison(name_or_path: str) -> ComparisonSpec:
-    p = Path(name_or_path)
-    path = p if p.suffix == ".toml" and p.is_file() else COMPARISONS / f"{name_or_path}.toml"
-    if not path.is_file():
-        names = ", ".join(sorted(x.stem for x in COMPARISONS.glob("*.toml")))
-        raise InputError(f"unknown comparison {name_or_path!r}",
-                         hint=f"use one of {names}, or a path to a comparison .toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}", hint="fix the file") from exc
+    data, path = datafiles.load("comparison", COMPARISONS, name_or_path)
     kernels = [KernelSpec(**{k: v for k, v in k_.items()}) for k_ in data.get("kernel", [])]
     spec = ComparisonSpec(
         name=data.get("name", path.stem), kernels=kernels,

@@ -25,10 +25,10 @@ its first element is a script in ``guest_tests/``.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator import datafiles
 from orchestrator.errors import InputError
 from orchestrator.paths import GUEST_TESTS, PLANS
 
@@ -82,19 +82,11 @@ class Plan:
 
 
 def available() -> list[str]:
-    return sorted(p.stem for p in PLANS.glob("*.toml"))
+    return datafiles.names(PLANS)
 
 
 def load_plan(name_or_path: str) -> Plan:
-    p = Path(name_or_path)
-    path = p if p.suffix == ".toml" and p.is_file() else PLANS / f"{name_or_path}.toml"
-    if not path.is_file():
-        raise InputError(f"unknown plan {name_or_path!r}",
-                         hint=f"use one of {', '.join(available())}, or a path to a plan .toml")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}", hint="fix the plan file") from exc
+    data, path = datafiles.load("plan", PLANS, name_or_path)
     return plan_from_dict(data, path)
 
 
