@@ -47,9 +47,10 @@ def bench(session: nox.Session) -> None:
     """Speed and memory targets (see benchmarks/): results in .benchmarks/."""
     _install(session)
     session.run("mmlab", "doctor", "--install")
-    session.run("pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-autosave",
+    session.run("pytest", "benchmarks", "-m", "", "--benchmark-autosave",
                 "--benchmark-storage=.benchmarks", *session.posargs,
                 env={"MMLAB_PROGRESS": "plain"})
+    session.run("pytest", "tests", "-m", "long", env={"MMLAB_PROGRESS": "plain"})
 
 
 @nox.session

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "report": "orchestrator.report:report_command",
     "parse": "orchestrator.parsers.cli:parse_command",
     "boot": "orchestrator.targets.cli:boot_command",
+    "lab": "orchestrator.lab:lab_command",
 }
 
 
