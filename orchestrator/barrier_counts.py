@@ -63,8 +63,12 @@ class LoopPoint:
 
 
 def fix_size_points(nr_pages: Iterable[int] = (1, 16, 256),
-                    loops: tuple[int, int] = (1000, 2000)) -> list[LoopPoint]:
-    """Two windows (low and high loop count) per nr_pages, markers 1, 2, 3, ..."""
+                    loops: tuple[int, int] = (1000, 2000),
+                    run_test_mask: int = 1) -> list[LoopPoint]:
+    """Two windows (low and high loop count) per nr_pages, markers 1, 2, 3, ...
+
+    ``run_test_mask`` picks the test_vmalloc test (1 fix_size_alloc, 1024 vm_map_ram: both
+    take nr_pages)."""
     lo, hi = loops
     if not 0 < lo < hi:
         raise InputError(f"loop counts {loops} must be 0 < low < high",
@@ -72,7 +76,8 @@ def fix_size_points(nr_pages: Iterable[int] = (1, 16, 256),
     points = []
     for p in nr_pages:
         for n in (lo, hi):
-            points.append(LoopPoint(nr_pages=p, loops=n, marker=len(points) + 1))
+            points.append(LoopPoint(nr_pages=p, loops=n, marker=len(points) + 1,
+                                    run_test_mask=run_test_mask))
     if len(points) > 255:
         raise InputError("more than 255 windows", hint="split the points over several boots")
     return points
@@ -397,11 +402,12 @@ def kernel_files(spec: str) -> KernelFiles:
 
 def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
             loops: tuple[int, int] = (1000, 2000), smp: int = 1, repeat: int = 3,
-            icount_shift: int | None = 3, workdir: Path | None = None) -> dict[str, Any]:
-    """Repeat runs of the fix_size_alloc points; per-loop counts, spreads, static check."""
+            icount_shift: int | None = 3, workdir: Path | None = None,
+            run_test_mask: int = 1) -> dict[str, Any]:
+    """Repeat runs of the test's points; per-loop counts, spreads, static check."""
     from orchestrator.elfinspect import barrier_census
 
-    points = fix_size_points(nr_pages, loops)
+    points = fix_size_points(nr_pages, loops, run_test_mask)
     runs = []
     for r in range(repeat):
         wd = (workdir / f"run{r}") if workdir else None
@@ -416,6 +422,7 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
     checks = crosscheck_census(scaling, barrier_census(files.vmlinux)) if scaling else []
     return {
         "kernel": files.label, "smp": smp, "repeat": repeat, "loops": list(loops),
+        "run_test_mask": run_test_mask,
         "icount_shift": icount_shift,
         "per_loop": {str(nr): {k: v.to_json() for k, v in ks.items()}
                      for nr, ks in spreads.items()},

@@ -180,34 +180,50 @@ def _same_variant(declared: str, inf) -> bool:
         return declared == inf.variant
 
 
+# test_vmalloc tests whose loops are counted, by run_test_mask; both take nr_pages
+COUNTED_TESTS = {1: "fix_size_alloc_test", 1024: "vm_map_ram_test"}
+
+
+def counted_workloads(spec: ComparisonSpec) -> list[tuple[int, int]]:
+    """(run_test_mask, nr_pages) pairs whose barriers are counted and predicted."""
+    b = spec.barriers
+    pairs = [(1, int(n)) for n in b["nr_pages"]]
+    pairs += [(1024, int(n)) for n in b.get("vm_map_ram_nr_pages", [1])]
+    return pairs
+
+
 def count_barriers(spec: ComparisonSpec, arts: dict[str, Artifact], out: Path) -> dict:
-    """Per kernel: the plugin's per-loop barrier counts (cached in out/barriers/)."""
+    """Per kernel and test: the plugin's per-loop barrier counts (cached in out/barriers/)."""
     from orchestrator.barrier_counts import kernel_files, measure
 
     b = spec.barriers
-    res = {}
+    res: dict = {}
     for k in spec.kernels:
-        path = out / "barriers" / f"{k.name}.json"
-        if path.is_file():
-            res[k.name] = json.loads(path.read_text())
-            continue
-        with progress.phase("barriers", f"{k.name}: count per fix_size_alloc loop"):
-            m = measure(kernel_files(str(arts[k.name].path)), nr_pages=tuple(b["nr_pages"]),
-                        loops=tuple(b["loops"]), repeat=int(b["repeat"]))
-        atomic_write_json(path, m)
-        res[k.name] = m
+        for mask, test in COUNTED_TESTS.items():
+            pages = tuple(n for m, n in counted_workloads(spec) if m == mask)
+            if not pages:
+                continue
+            path = out / "barriers" / f"{k.name}-{test}.json"
+            if not path.is_file():
+                with progress.phase("barriers", f"{k.name}: count per {test} loop"):
+                    m = measure(kernel_files(str(arts[k.name].path)), nr_pages=pages,
+                                loops=tuple(b["loops"]), repeat=int(b["repeat"]),
+                                run_test_mask=mask)
+                atomic_write_json(path, m)
+            res.setdefault(k.name, {})[mask] = json.loads(path.read_text())
     return res
 
 
-def predictions(variants: dict[str, dict], nr_pages: list[int]) -> dict:
+def predictions(variants: dict[str, dict], workloads: list[tuple[int, int]]) -> dict:
     from orchestrator.sim import predict
 
     out: dict = {}
     for kname, v in variants.items():
         out[kname] = {}
-        for nr in nr_pages:
-            p = predict(v["used"], f"test_vmalloc run_test_mask=1 nr_pages={nr}")
-            out[kname][str(nr)] = {"per_loop": p.per_loop, "B": p.barrier_pairs_per_loop}
+        for mask, nr in workloads:
+            p = predict(v["used"], f"test_vmalloc run_test_mask={mask} nr_pages={nr}")
+            out[kname][f"{mask}:{nr}"] = {"per_loop": p.per_loop,
+                                          "B": p.barrier_pairs_per_loop}
     return out
 
 
@@ -327,20 +343,22 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
                 seen_logs.add(p)
                 comp.logs.append(cm.LogLink(kernel=kname, name=Path(p).name, path=rel(p)))
     comp.vmalloc = list(vm.values())
-    for kname, m in barriers.items():
-        for nr in m.get("per_loop", {}):
-            pred = preds.get(kname, {}).get(nr, {}).get("per_loop", {})
-            for q, (atol, rtol) in TOLERANCE.items():
-                samples = [measured_per_loop(run[nr], q) for run in m.get("runs", [])
-                           if nr in run]
-                comp.barriers.append(cm.BarrierCount(
-                    workload=f"fix_size_alloc_test nr_pages={nr} (run_test_mask=1)",
-                    kernel=kname, quantity=q, per="loop", predicted=pred.get(q, 0.0),
-                    measured=sum(samples) / len(samples) if samples else None,
-                    samples=samples, abs_tolerance=atol, rel_tolerance=rtol,
-                    note=("all dsb ishst executed, per loop: exact" if q == "dsb.ishst" else
-                          "timer-interrupt ISBs (arch_timer_*, arch_counter_*) subtracted: "
-                          "the model has no timer")))
+    for kname, per_mask in barriers.items():
+        for mask, m in sorted(per_mask.items()):
+            for nr in m.get("per_loop", {}):
+                pred = preds.get(kname, {}).get(f"{mask}:{nr}", {}).get("per_loop", {})
+                for q, (atol, rtol) in TOLERANCE.items():
+                    samples = [measured_per_loop(run[nr], q) for run in m.get("runs", [])
+                               if nr in run]
+                    comp.barriers.append(cm.BarrierCount(
+                        workload=f"{COUNTED_TESTS[int(mask)]} nr_pages={nr} "
+                                 f"(run_test_mask={mask})",
+                        kernel=kname, quantity=q, per="loop", predicted=pred.get(q, 0.0),
+                        measured=sum(samples) / len(samples) if samples else None,
+                        samples=samples, abs_tolerance=atol, rel_tolerance=rtol,
+                        note=("all dsb ishst executed, per loop: exact" if q == "dsb.ishst"
+                              else "timer-interrupt ISBs (arch_timer_*, arch_counter_*) "
+                                   "subtracted: the model has no timer")))
     for eid, per_kernel in tpreds.items():
         e = entries[eid]
         for kname, change in per_kernel.items():
@@ -417,7 +435,7 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
     run_plan(kuts, plan, store, lambda: QemuTarget(plan.profile))
     barriers = count_barriers(spec, arts, out) if barriers_on else {}
     t_runs = time.monotonic() - t1
-    preds = predictions(variants, list(spec.barriers["nr_pages"]))
+    preds = predictions(variants, counted_workloads(spec))
     tpreds = timing_predictions(variants, spec.baseline, plan)
     atomic_write_json(out / "predictions.json", {"barriers": preds, "timing": tpreds})
     comp = assemble(spec, arts, plan, store, variants, barriers, preds, tpreds, command)
