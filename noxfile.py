@@ -4,6 +4,7 @@
     nox -s lint      ruff
     nox -s e2e       a fresh default build + `mmlab compare` on the built-in default
     nox -s bench     benchmarks (build cold/warm/cache-hit, boot, simulator speed, ...)
+    nox -s long      the long verification tests (marker `long`)
     nox -s report    re-render HTML/JUnit from a saved results JSON: nox -s report -- RESULTS.json
     nox -s nightly   the lab plan across the boards of an inventory: nox -s nightly -- lab.toml
 """
@@ -50,7 +51,16 @@ def bench(session: nox.Session) -> None:
     session.run("pytest", "benchmarks", "-m", "", "--benchmark-autosave",
                 "--benchmark-storage=.benchmarks", *session.posargs,
                 env={"MMLAB_PROGRESS": "plain"})
-    session.run("pytest", "tests", "-m", "long", env={"MMLAB_PROGRESS": "plain"})
+
+
+@nox.session
+def long(session: nox.Session) -> None:
+    """Verification runs too long for every CI run (marker `long`): the simulator checker
+    over 10,000 sequences per variant, the comparison report on a lab board."""
+    _install(session)
+    session.run("mmlab", "doctor", "--install")
+    session.run("pytest", "tests", "-m", "long", *session.posargs,
+                env={"MMLAB_PROGRESS": "plain"})
 
 
 @nox.session

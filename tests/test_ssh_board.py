@@ -1,0 +1,267 @@
+"""The SSH board target against real boards: QEMU arm64 guests running dropbear.
+
+Everything here happens for real: a board kernel built by the pipeline
+(kernel_configs/board.config), the board image with dropbear/sftp-server/kexec-tools, SSH
+over a 127.0.0.1 port forward with host-key checks, SFTP deploys, kexec, build-id checks,
+restores by reboot, sshd killed with kill -9, boards power-cycled by their power hook.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import InputError
+from orchestrator.targets.ssh import (
+    BoardConfig,
+    ConnectionLost,
+    HostKeyRefused,
+    SshTarget,
+    parse_build_id,
+)
+
+DATA = Path(__file__).parent / "data" / "boards"
+
+
+# ---------------------------------------------------------------------------- no board
+
+
+def test_parse_build_id_from_elf_notes():
+    def note(name: bytes, ntype: int, desc: bytes) -> bytes:
+        pad = lambda b: b + b"\0" * (-len(b) % 4)  # noqa: E731
+        return struct.pack("<III", len(name), len(desc), ntype) + pad(name) + pad(desc)
+
+    blob = note(b"Xen\0", 6, b"\1\2\3") + note(b"GNU\0", 3, bytes.fromhex("ab" * 20))
+    assert parse_build_id(blob) == "ab" * 20
+    assert parse_build_id(note(b"Linux\0", 0x100, b"\0" * 4)) is None
+
+
+def test_board_config_validation():
+    with pytest.raises(InputError, match="boot must be"):
+        BoardConfig(name="x", address="h", boot="pxe")
+    with pytest.raises(InputError, match="needs boot_hook"):
+        BoardConfig(name="x", address="h", boot="hook")
+    with pytest.raises(InputError, match="default_kernel"):
+        BoardConfig(name="x", address="h", restore="kexec")
+    assert BoardConfig(name="x", address="h", port=2222).host_key_name == "[h]:2222"
+
+
+# ---------------------------------------------------------------------------- boards
+
+
+
+@pytest.fixture(scope="module")
+def board_kernel():
+    from orchestrator.build import BuildRequest, build_kernel
+
+    art = build_kernel(BuildRequest.default("board"))
+    assert art.config().get("CONFIG_KEXEC_FILE") == "y"
+    return art
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    from orchestrator.board_image import board_keys
+
+    return board_keys(tmp_path_factory.mktemp("board-keys"))
+
+
+@pytest.fixture(scope="module")
+def board(board_kernel, keys, tmp_path_factory):
+    """One stand-in board booted on the board kernel (its default kernel)."""
+    from orchestrator.board_image import build_board_image
+    from orchestrator.qemu_board import QemuBoard
+
+    image = build_board_image(board_kernel, keys)
+    b = QemuBoard.start(tmp_path_factory.mktemp("board1"), board_kernel, image)
+    try:
+        b.wait_ssh(120)
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def known_hosts(tmp_path, keys, board):
+    return keys.write_known_hosts(tmp_path / "known_hosts", [("127.0.0.1", board.port)])
+
+
+def _cfg(board, keys, known_hosts, **kw):
+    from boards import board_config
+
+    return board_config("b1", board, keys, known_hosts, **kw)
+
+
+def _expected_fp(public: str) -> str:
+    blob = base64.b64decode(public.split()[1])
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+
+
+@pytest.mark.kernel
+@pytest.mark.boot
+@pytest.mark.network
+def test_wrong_and_unknown_host_key_are_refused_with_fingerprint(board, keys, tmp_path):
+    fp = _expected_fp(keys.host_public)
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC/zfrxwb8fxnCu6UwWbjmyNS+NVxB73hHxC01rQk8jX"
+    wrong = tmp_path / "wrong"
+    wrong.write_text(f"[127.0.0.1]:{board.port} {other}\n")
+    with pytest.raises(HostKeyRefused) as exc:
+        SshTarget(_cfg(board, keys, wrong)).connect()
+    assert fp in str(exc.value) and exc.value.fingerprint == fp
+    assert _expected_fp(other) in str(exc.value)          # what known_hosts expected
+
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    with pytest.raises(HostKeyRefused, match="unknown host key") as exc:
+        SshTarget(_cfg(board, keys, empty)).connect()
+    assert exc.value.fingerprint == fp
+
+    # explicit opt-in: trust on first use records the key; later connects check it
+    tofu = _cfg(board, keys, empty, trust_on_first_use=True)
+    SshTarget(tofu).connect().close()
+    assert keys.host_public in empty.read_text()
+    SshTarget(_cfg(board, keys, empty)).connect().close()
+
+
+@pytest.mark.kernel
+@pytest.mark.boot
+@pytest.mark.network
+@pytest.mark.slow
+def test_deploy_kexec_verify_run_restore(board, board_kernel, keys, known_hosts, tmp_path):
+    target = SshTarget(_cfg(board, keys, known_hosts))
+    log = tmp_path / "boot.log"
+    before = target.running_kernel(target.connect())
+    session = target.boot(board_kernel, console_log=log)
+    try:
+        running = session.info.details["running_kernel"]
+        assert running["build_id"] == board_kernel.build_id
+        assert running["release"] == board_kernel.release
+        assert running["boot_id"] != before["boot_id"]                  # a new boot
+        assert session.info.details["token"] in running["cmdline"].split()
+        assert {"connected", "deployed", "boot_started", "guest_ready"} <= set(
+            session.boot_stages)
+        res = session.run(["/mmlab/tests/vmalloc.sh", "--direct", "run_test_mask=1",
+                           "nr_pages=1", "test_loop_count=200"], timeout=60)
+        assert res.ok, res.output
+        from orchestrator.parsers import test_vmalloc
+
+        parsed = test_vmalloc.parse(session.dmesg()).to_json()
+        assert parsed["runs"] and not parsed.get("unexpected_failures")
+        res = session.run(["/mmlab/tests/ptdump.sh", "-n", "2"], timeout=60)
+        assert res.ok and "mmlab-ptdump: reads=2" in res.output, res.output
+        assert session.run("exit 3").exit_status == 3
+        src = tmp_path / "payload"
+        src.write_bytes(bytes(range(256)) * 64)
+        session.put(src, "/tmp/payload")
+        session.get("/tmp/payload", tmp_path / "back")
+        assert (tmp_path / "back").read_bytes() == src.read_bytes()
+        # the dropbear process serving this connection dies mid-command: a clear error,
+        # the session reconnects (the daemon still listens) and goes on
+        with pytest.raises(ConnectionLost, match="connection lost during") as exc:
+            session.run("sleep 1; kill -9 $PPID; sleep 5", timeout=60)
+        assert exc.value.reconnected
+        assert session.run(["uname", "-r"]).output.strip() == board_kernel.release
+    finally:
+        session.shutdown()
+    # dmesg saved first, then the default kernel restored (a new boot, no token)
+    assert "fix_size_alloc_test" in Path(session.info.details["dmesg"]).read_text()
+    assert session.restored and session.info.details["restore"]["ok"]
+    after = target.running_kernel(target.connect())
+    assert after["boot_id"] not in (before["boot_id"], running["boot_id"])
+    assert "mmlab.boot=" not in after["cmdline"]
+    # the console command captured the kexec'd kernel's boot
+    assert "Linux version" in log.read_text(errors="replace")
+
+
+@pytest.mark.kernel
+@pytest.mark.boot
+@pytest.mark.network
+@pytest.mark.slow
+def test_sshd_killed_mid_run_keeps_finished_results(board, board_kernel, keys, known_hosts,
+                                                    tmp_path):
+    """run_plan on a board (the runner QEMU uses); sshd is killed with kill -9 during the
+    second entry: the first result stays, the second is a clear connection-lost failure,
+    and the power hook brings the board back on its default kernel."""
+    from orchestrator.plans import load_plan
+    from orchestrator.results import RunStore
+    from orchestrator.runner import KernelUnderTest, run_plan
+
+    cfg = _cfg(board, keys, known_hosts, reconnect_timeout=8)
+    plan = load_plan(str(DATA / "plan-slow-second.toml"))
+    store = RunStore(tmp_path / "run")
+    store.start({"kind": "test"}, resume=False)
+    first = store.result_path("board", "fix_size_p1", 0)
+    killed = threading.Event()
+
+    def killer():
+        deadline = time.monotonic() + 400
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2)  # the second entry is running
+        conn = SshTarget(cfg).connect()
+        try:
+            conn.exec("kill -9 $(pidof dropbear)", 10)
+        except Exception:  # noqa: BLE001 - our own connection dies with sshd
+            pass
+        killed.set()
+
+    cycles_before = board.state()["power_cycles"]
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    sessions = []
+
+    class Recording(SshTarget):
+        def boot(self, *a, **kw):
+            s = super().boot(*a, **kw)
+            sessions.append(s)
+            return s
+
+    run_plan([KernelUnderTest("board", board_kernel)], plan, store, lambda: Recording(cfg))
+    t.join(5)
+    assert killed.is_set()
+    results = {r["entry"]: r for r in store.load_all()}
+    assert results["fix_size_p1"]["verdict"] == "ok"                  # kept
+    lost = results["ptdump_long"]
+    assert lost["verdict"] != "ok" and "SSH connection lost" in lost["error"], lost
+    details = sessions[0].info.details
+    assert details["restore"]["ok"] and details["restore"].get("power_hook")
+    assert board.state()["power_cycles"] == cycles_before + 1
+    # and the board is usable again
+    SshTarget(cfg).connect().close()
+
+
+def test_connection_lost_is_a_guest_died():
+    from orchestrator.targets.base import GuestDied
+
+    assert issubclass(ConnectionLost, GuestDied)
+
+
+@pytest.mark.kernel
+@pytest.mark.boot
+@pytest.mark.network
+@pytest.mark.slow
+def test_boot_by_hook_and_restore_by_power(board, board_kernel, keys, known_hosts, tmp_path):
+    """boot = "hook": a host command installs the kernel for the next boot and reboots the
+    board (here: the stand-in's boot-once entry + power cycle); restore = "power"."""
+    import sys
+
+    hook = [sys.executable, "-m", "orchestrator.qemu_board", "boot-once", str(board.state_dir),
+            "{local_image}", "{local_initrd}", "{cmdline}"]
+    target = SshTarget(_cfg(board, keys, known_hosts, boot="hook", boot_hook=hook,
+                            restore="power"))
+    cycles = board.state()["power_cycles"]
+    with target.boot(board_kernel, console_log=tmp_path / "boot.log") as session:
+        running = session.info.details["running_kernel"]
+        assert running["build_id"] == board_kernel.build_id
+        assert session.info.details["token"] in running["cmdline"].split()
+        assert session.run(["uname", "-r"]).output.strip() == board_kernel.release
+    assert session.restored
+    assert board.state()["power_cycles"] == cycles + 2          # the hook's, the restore's
+    after = target.running_kernel(target.connect())
+    assert session.info.details["token"] not in after["cmdline"]
