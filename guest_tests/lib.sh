@@ -33,9 +33,13 @@ dmesg_since() {
 }
 
 # uptime_ms: milliseconds since boot (10 ms resolution; busybox date may lack %N).
+# Leading zeros are stripped: before 1 s of uptime "0.95" would give "0950", which shell
+# arithmetic reads as an (invalid) octal number.
 uptime_ms() {
-	read -r up _ < /proc/uptime
-	echo "${up%.*}${up#*.}0"
+	read -r up _ < "${MMLAB_UPTIME_FILE:-/proc/uptime}"
+	ms="${up%.*}${up#*.}0"
+	while [ "${#ms}" -gt 1 ] && [ "${ms#0}" != "$ms" ]; do ms=${ms#0}; done
+	echo "$ms"
 }
 
 # new_id: a short random id for markers.

@@ -126,3 +126,23 @@ def test_many_quick_runs_in_a_row_each_find_their_own_kernel_lines(session):
                       timeout=300)
     assert res.ok, res.output
     assert res.output.count("summaries=1 failed_tests=0") == 12
+
+
+@pytest.mark.parametrize("uptime, ms", [("0.95 1.00", 950), ("0.08 0.01", 80),
+                                        ("1.20 3.00", 1200), ("12.08 1.00", 12080),
+                                        ("0.00 0.00", 0)])
+def test_uptime_ms_is_decimal_even_before_one_second(tmp_path, uptime, ms):
+    """Regression: "0.95" once gave "0950", which shell arithmetic rejects as octal; the
+    guest script then failed with "arithmetic syntax error" in runs started right after boot."""
+    import subprocess
+
+    from orchestrator.paths import GUEST_TESTS
+
+    up = tmp_path / "uptime"
+    up.write_text(uptime + "\n")
+    script = f'. {GUEST_TESTS / "lib.sh"}; t=$(uptime_ms); echo $((t + 0))'
+    out = subprocess.run(["sh", "-c", script], env={"MMLAB_UPTIME_FILE": str(up),
+                                                    "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout.split()[-1]) == ms
