@@ -38,6 +38,7 @@ from orchestrator.artifacts import Artifact
 from orchestrator.atomic import atomic_write_json
 from orchestrator.build import BuildRequest, build_kernel, load_series_spec
 from orchestrator.errors import InputError, MmlabError
+from orchestrator.parsers.test_vmalloc import worse_status
 from orchestrator.paths import REPO_ROOT
 from orchestrator.plans import Plan, load_plan
 from orchestrator.results import RunStore, host_info, new_run_id
@@ -310,7 +311,7 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
                 o.failed += t.get("failed") or 0
                 o.xfailed += t.get("xfailed") or 0
                 o.runs += 1
-                o.status = _worse(o.status, t.get("status"))
+                o.status = worse_status(o.status, t.get("status"))
                 if entry.workload and t.get("avg_usec"):
                     vals = sorted(t["avg_usec"])
                     comp.add_sample(kname, tname, "avg usec", vals[len(vals) // 2],
@@ -396,13 +397,6 @@ def measured_per_loop(point: dict, quantity: str) -> float:
 def _entry_test(entry) -> str:
     mask = next((a.split("=", 1)[1] for a in entry.run if a.startswith("run_test_mask=")), "")
     return {"1": "fix_size_alloc_test", "1024": "vm_map_ram_test"}.get(mask, "")
-
-
-_ORDER = {None: 0, "pass": 1, "xfail": 2, "xpass": 3, "incomplete": 4, "fail": 5}
-
-
-def _worse(a: str | None, b: str | None) -> str | None:
-    return a if _ORDER.get(a, 4) >= _ORDER.get(b, 4) else b
 
 
 # --- the command --------------------------------------------------------------------------

@@ -35,15 +35,13 @@ from orchestrator import __version__
 from orchestrator import stats as st
 from orchestrator.atomic import atomic_write_json
 from orchestrator.errors import InputError
+from orchestrator.parsers.test_vmalloc import known_cases, worse_status
 
 SCHEMA = "mmlab-comparison"
 SCHEMA_VERSION = 1
 REFERENCE_PATH = Path(__file__).with_name("reference_deltas.toml")
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "results.schema.json"
 
-# test_vmalloc cases that fail on purpose (lib/test_vmalloc.c: align_shift_alloc_test asks
-# for an impossible alignment). Their failures are "xfail", never regressions.
-EXPECTED_FAILURES = frozenset({"align_shift_alloc_test"})
 
 CHECK_STATUSES = ("pass", "fail", "xfail", "known", "info", "not run")
 OVERALL = ("pass", "warn", "fail")
@@ -610,7 +608,7 @@ class Comparison:
             a.failed += o.failed
             a.xfailed += o.xfailed
             a.runs += o.runs
-            a.status = _worse_status(a.status, _vmalloc_status(o))
+            a.status = worse_status(a.status, _vmalloc_status(o))
             a.log = a.log or o.log
         base_failing = {t for (k, t), a in agg.items() if k == base and a.status == "fail"}
         for (kid, test), a in sorted(agg.items(), key=lambda kv: (self._order(kv[0][0]),
@@ -985,21 +983,15 @@ def validate_json(data: dict) -> None:
 
 # ---- helpers --------------------------------------------------------------------------
 
-_STATUS_RANK = {None: 0, "pass": 1, "xpass": 2, "xfail": 3, "fail": 4}
-
-
 def _vmalloc_status(o: VmallocOutcome) -> str:
     if o.status in ("pass", "fail", "xfail", "xpass"):
         return o.status
-    if o.test in EXPECTED_FAILURES:
+    case = known_cases().get(o.test)
+    if case is not None and case.xfail:  # fails on purpose (parsers/test_vmalloc_cases.toml)
         return "xfail" if (o.failed or o.xfailed) else "xpass"
     if o.failed:
         return "fail"
     return "xfail" if o.xfailed else "pass"
-
-
-def _worse_status(a: str | None, b: str) -> str:
-    return a if _STATUS_RANK.get(a, 0) >= _STATUS_RANK.get(b, 0) else b
 
 
 def _short(text: str) -> str:

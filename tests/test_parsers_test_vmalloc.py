@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.parsers.test_vmalloc import cases_for_mask, parse_test_vmalloc
+from orchestrator.parsers.test_vmalloc import cases_for_mask, parse_test_vmalloc, worse_status
 
 DATA = Path(__file__).parent / "data" / "parsers"
 ALL_612 = [
@@ -204,3 +204,18 @@ def test_mask_helper():
     assert cases_for_mask(1) == ["fix_size_alloc_test"]
     assert cases_for_mask(2047) == ALL_612
     assert cases_for_mask(1 << 12) == ["vrealloc_test"]
+
+
+def test_worse_status_one_ranking_for_all_consumers():
+    # pass < xfail < xpass < fail: the worst of the runs wins, and an expected failure that
+    # stopped happening (xpass) is not hidden behind the runs where it did happen.
+    assert worse_status(None, "pass") == "pass"
+    assert worse_status("pass", None) == "pass"
+    assert worse_status("pass", "xfail") == "xfail"
+    assert worse_status("xfail", "xpass") == "xpass"
+    assert worse_status("xpass", "xfail") == "xpass"
+    assert worse_status("xpass", "fail") == "fail"
+    assert worse_status("fail", "pass") == "fail"
+    # a status this version does not know is treated as badly as a failure
+    assert worse_status("pass", "mystery") == "mystery"
+    assert worse_status(None, None) is None

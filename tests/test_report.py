@@ -139,6 +139,23 @@ def test_failure_on_baseline_too_is_known_not_a_regression():
     assert a.verdict.status == "warn"
 
 
+def test_expected_failure_that_stops_happening_in_some_runs_is_reported():
+    comp = fixture()
+    comp.vmalloc = [o for o in comp.vmalloc if o.test != "align_shift_alloc_test"]
+    for k in ("6.12", "batching"):
+        comp.vmalloc.append(cmp.VmallocOutcome(k, "align_shift_alloc_test", passed=0,
+                                               failed=0, xfailed=1, runs=1, status="xfail"))
+    # one batching run where the deliberate failure did not happen
+    comp.vmalloc.append(cmp.VmallocOutcome("batching", "align_shift_alloc_test", passed=0,
+                                           failed=1, xfailed=0, runs=1, status="xpass"))
+    a = comp.analyze()
+    st_ = {c.kernel: c.status for c in a.checks if c.name == "align_shift_alloc_test"}
+    assert st_ == {"6.12": "xfail", "batching": "info"}
+    msg = next(c.message for c in a.checks
+               if c.name == "align_shift_alloc_test" and c.kernel == "batching")
+    assert msg.startswith("expected failure did not happen") and "over 2 runs" in msg
+
+
 def test_aa_comparison_of_the_baseline_with_itself_flags_nothing():
     data = fixture_dict()
     data["kernels"] = data["kernels"][:1] + [dict(data["kernels"][0], id="6.12-again",

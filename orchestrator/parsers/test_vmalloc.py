@@ -80,6 +80,19 @@ def _status(name: str, passed: int, failed: int, xfailed: int | None) -> str:
     return "xfail" if xfailed else "pass"
 
 
+# How bad each status is, for summing one test case over runs and workers: the worst wins.
+# An expected failure that did not happen (xpass) outranks one that did (xfail): the test
+# case no longer does what the plan expects, so it must not be hidden by the other runs.
+STATUS_RANK = {"pass": 1, "xfail": 2, "xpass": 3, "fail": 4}
+
+
+def worse_status(a: str | None, b: str | None) -> str | None:
+    """The worse of two test case statuses (None: nothing seen yet; unknown: as bad as fail)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a if STATUS_RANK.get(a, 4) >= STATUS_RANK.get(b, 4) else b
+
+
 @dataclass
 class TestSummary:
     """One Summary line: one test case on one worker."""
