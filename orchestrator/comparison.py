@@ -394,6 +394,8 @@ class TimingRow:
     verdict: str
     predicted: float | None = None
     published: list[dict] = field(default_factory=list)  # {id, platform, change, series}
+    detectable: float | None = None  # smallest |change| these runs detect (80% power)
+    runs_for_predicted: int | None = None  # runs per side to detect the predicted change
 
 
 @dataclass
@@ -570,8 +572,8 @@ class Comparison:
         metric_results = self._analyze_metrics(settings)
         checks = self._analyze_correctness()
         barriers = self._analyze_barriers()
-        timing = self._timing_rows(metric_results)
-        notes = self._notes(settings)
+        timing = self._timing_rows(metric_results, settings)
+        notes = self._notes(settings) + self._timing_notes(timing)
         verdict = self._overall(metric_results, checks, barriers)
         self.analysis = Analysis(settings, metric_results, checks, barriers, timing, verdict,
                                  notes)
@@ -740,7 +742,8 @@ class Comparison:
                                      base_measured.get((b.workload, b.quantity, b.per))))
         return out
 
-    def _timing_rows(self, results: list[MetricResult]) -> list[TimingRow]:
+    def _timing_rows(self, results: list[MetricResult], settings: st.Settings
+                     ) -> list[TimingRow]:
         preds = {(p.metric, p.kernel): p for p in self.timing_predictions}
         rows = []
         for r in results:
@@ -751,9 +754,12 @@ class Comparison:
             p = preds.get((r.metric, r.kernel))
             if not published and p is None:
                 continue
-            rows.append(TimingRow(r.metric, r.kernel, r.difference.rel_change,
-                                  r.difference.rel_change_ci, r.difference.verdict,
-                                  p.change if p else None, published))
+            d = r.difference
+            need = (st.runs_to_detect(d.base, d.new, p.change, settings)
+                    if p is not None and not d.deterministic else None)
+            rows.append(TimingRow(r.metric, r.kernel, d.rel_change, d.rel_change_ci,
+                                  d.verdict, p.change if p else None, published,
+                                  detectable=d.detectable_change, runs_for_predicted=need))
         return rows
 
     def _notes(self, settings: st.Settings) -> list[str]:
@@ -772,6 +778,28 @@ class Comparison:
                     f"smallest possible p is {st.min_possible_p_mannwhitneyu(n, n):.4f}, so "
                     f"a change in a single metric cannot pass the {settings.correction.upper()}"
                     f" correction; {need} runs per side would allow it.")
+        return notes
+
+    def _timing_notes(self, timing: list[TimingRow]) -> list[str]:
+        """Per candidate: can these runs see the change the model predicts at all?"""
+        notes = []
+        for cand in self.candidates:
+            rows = [t for t in timing if t.kernel == cand.id and t.predicted is not None
+                    and t.detectable is not None and t.verdict == "no change"]
+            blind = [t for t in rows if abs(t.predicted) < t.detectable]
+            if not blind:
+                continue
+            pred = sorted(t.predicted for t in blind)
+            det = sorted(t.detectable for t in blind)
+            big = max(blind, key=lambda t: abs(t.predicted))
+            notes.append(
+                f"{cand.name}: on {len(blind)} timing metric{'s' if len(blind) > 1 else ''} "
+                f"the model predicts {_span(pred, True)}, but with the run-to-run spread seen "
+                f"here only changes beyond {_span(det, False, PLUS_MINUS)} were detectable "
+                f"(80% power): timing can neither confirm nor refute the model on this target"
+                + (f"; seeing its largest predicted change ({st.format_pct(big.predicted)} on "
+                   f"{self.metric(big.metric).label}) would take ~{big.runs_for_predicted} "
+                   f"runs per side" if big.runs_for_predicted else "") + ".")
         return notes
 
     def _overall(self, results: list[MetricResult], checks: list[Check],
@@ -992,6 +1020,15 @@ def _vmalloc_status(o: VmallocOutcome) -> str:
     if o.failed:
         return "fail"
     return "xfail" if o.xfailed else "pass"
+
+
+PLUS_MINUS = "\u00b1"
+
+
+def _span(values: list[float], sign: bool, prefix: str = "") -> str:
+    """'−6.3%' or '−6.3% to −15%' (or '±22% to ±49%') for sorted relative changes."""
+    lo, hi = (prefix + st.format_pct(v, sign) for v in (values[0], values[-1]))
+    return lo if lo == hi else f"{lo} to {hi}"
 
 
 def _short(text: str) -> str:

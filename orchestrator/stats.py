@@ -182,6 +182,7 @@ class Difference:
     p_adjusted: float | None = None             # after the family's correction
     min_possible_p: float | None = None         # smallest p the test could give at this n
     deterministic: bool = False                 # no run-to-run spread on either side
+    detectable_change: float | None = None      # smallest |rel. change| seen at 80% power
     verdict: str = "insufficient data"
     reason: str = ""
     notes: list[str] = field(default_factory=list)
@@ -222,6 +223,51 @@ def runs_needed(family_size: int, alpha: float = 0.05, correction: str = "bh") -
     while min_possible_p_mannwhitneyu(n, n) > threshold and n < 100:
         n += 1
     return n
+
+
+# Power of the "detectable change" figures: the chance that a real change of that size is
+# called significant. 80% is the usual convention.
+POWER = 0.8
+# Asymptotic relative efficiency of the Mann-Whitney test against the t-test on normal data
+# (3/pi): it needs ~5% more runs for the same power.
+_ARE_MANNWHITNEYU = 3.0 / math.pi
+
+
+def _z_sum(settings: Settings, power: float) -> float:
+    return float(sps.norm.ppf(1.0 - settings.alpha / 2.0) + sps.norm.ppf(power))
+
+
+def detectable_change(base: Summary, new: Summary, settings: Settings | None = None,
+                      power: float = POWER) -> float | None:
+    """The smallest relative change this many runs would call significant with ``power``.
+
+    A normal approximation on the run-to-run spread (coefficients of variation) of both
+    sides, at the unadjusted ``alpha``, scaled for the Mann-Whitney test's efficiency when
+    that is the test used. It says what a "no change" verdict can rule out: with a 25% CV
+    and 5 runs per side, only changes beyond about +/-45%. None without a spread on both
+    sides (fewer than 2 runs, or a zero mean).
+    """
+    settings = settings or Settings()
+    if base.cv is None or new.cv is None or base.n < 2 or new.n < 2:
+        return None
+    eff = _ARE_MANNWHITNEYU if settings.test == "mannwhitneyu" else 1.0
+    se = math.sqrt((base.cv ** 2 / base.n + new.cv ** 2 / new.n) / eff)
+    return _z_sum(settings, power) * se
+
+
+def runs_to_detect(base: Summary, new: Summary, change: float,
+                   settings: Settings | None = None, power: float = POWER) -> int | None:
+    """Runs per side needed to call a relative ``change`` significant with ``power``, at the
+    spread both sides showed (same approximation as :func:`detectable_change`).
+
+    Never fewer than ``settings.min_runs``; None without a spread or for a zero change.
+    """
+    settings = settings or Settings()
+    if base.cv is None or new.cv is None or not change:
+        return None
+    eff = _ARE_MANNWHITNEYU if settings.test == "mannwhitneyu" else 1.0
+    n = (_z_sum(settings, power) ** 2) * (base.cv ** 2 + new.cv ** 2) / (eff * change ** 2)
+    return max(settings.min_runs, math.ceil(n))
 
 
 def _bootstrap_ci(base: np.ndarray, new: np.ndarray, settings: Settings, relative: bool):
@@ -270,6 +316,8 @@ def compare(base: Sequence[float], new: Sequence[float], better: Better,
     d.mean_change = _f(b.mean() - a.mean())
     d.min_possible_p = min_possible_p_mannwhitneyu(a.size, b.size)
     d.deterministic = bool(a.size >= 2 and b.size >= 2 and np.ptp(a) == 0 and np.ptp(b) == 0)
+    if not d.deterministic:
+        d.detectable_change = detectable_change(d.base, d.new, settings)
 
     if a.size < settings.min_runs or b.size < settings.min_runs:
         d.verdict = "insufficient data"
@@ -398,6 +446,11 @@ def _pct(x: float, sign: bool = True, digits: int | None = None) -> str:
     return s.replace("-", "\u2212") if sign else s
 
 
+def format_pct(x: float, sign: bool = True) -> str:
+    """A relative change as reports write it: '−21%', '+4.4%' (no sign: '21%')."""
+    return _pct(x, sign)
+
+
 def _p(p: float | None) -> str:
     if p is None:
         return "n/a"
@@ -454,6 +507,9 @@ def reading(d: Difference, what: str, kernel: str = "patched", unit: str = "",
     text = f"{kernel}: no significant change on {what} ({med}, " + ", ".join(details) + ")"
     if not d.reason.startswith("not significant") or "no p below" in d.reason:
         text += f": {d.reason}"
+    if d.detectable_change is not None and d.detectable_change > settings.floor:
+        text += (f"; with this spread only changes beyond "
+                 f"\u00b1{_pct(d.detectable_change, sign=False)} were detectable")
     return text
 
 

@@ -156,6 +156,33 @@ def test_expected_failure_that_stops_happening_in_some_runs_is_reported():
     assert msg.startswith("expected failure did not happen") and "over 2 runs" in msg
 
 
+def test_timing_blind_to_the_predicted_change_is_said_so():
+    comp = fixture()
+    import numpy as np
+    rng = np.random.default_rng(5)
+    m = comp.metric("fix_size_alloc_test[nr_pages=256] avg usec")
+    # TCG-like spread (CV ~30%) around the same median: the model's -22% is not visible
+    m.samples = {k: (700000 * (1 + 0.3 * rng.standard_normal(5))).round().tolist()
+                 for k in ("6.12", "batching", "nesting")}
+    a = comp.analyze()
+    rows = {t.kernel: t for t in a.timing if t.metric == m.id}
+    for k in ("batching", "nesting"):
+        t = rows[k]
+        assert t.verdict == "no change"
+        assert t.detectable is not None and t.detectable > 0.22
+        assert t.runs_for_predicted is not None and t.runs_for_predicted > 5
+    notes = [n for n in a.notes if "can neither confirm nor refute" in n]
+    assert len(notes) == 2
+    assert "the model predicts \u221222%" in notes[0]
+    html = render_html(comp)
+    assert "runs/side to see" in html and "detectable" in html
+    # the JSON keeps it, and still matches its schema
+    d = comp.to_dict()
+    row = next(t for t in d["analysis"]["timing"] if t["metric"] == m.id)
+    assert row["detectable"] == pytest.approx(rows[row["kernel"]].detectable)
+    cmp.validate_json(d)
+
+
 def test_aa_comparison_of_the_baseline_with_itself_flags_nothing():
     data = fixture_dict()
     data["kernels"] = data["kernels"][:1] + [dict(data["kernels"][0], id="6.12-again",

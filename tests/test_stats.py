@@ -256,3 +256,54 @@ def test_verdict_does_not_depend_on_the_unit(a, b, scale):
     assert d1.verdict == d2.verdict
     if d1.rel_change is not None:
         assert math.isclose(d1.rel_change, d2.rel_change, rel_tol=1e-9, abs_tol=1e-12)
+
+
+# ---- what a "no change" can rule out ----------------------------------------------------
+
+def test_detectable_change_textbook_figures():
+    s = st.Summary(n=5, median=1.0, mean=1.0, stdev=0.25, q1=None, q3=None, iqr=None,
+                   min=None, max=None, cv=0.25)
+    # (z_0.975 + z_0.8) * sqrt(2 * 0.25^2 / 5) / sqrt(3/pi) = 2.8016 * 0.1581 / 0.9772
+    assert st.detectable_change(s, s) == pytest.approx(0.4533, abs=5e-4)
+    welch = st.Settings(test="welch")
+    assert st.detectable_change(s, s, welch) == pytest.approx(0.4430, abs=5e-4)
+    # runs per side for a 6% change at that spread: 7.849 * 0.125 / (0.9549 * 0.0036)
+    assert st.runs_to_detect(s, s, -0.06) == 286
+    assert st.runs_to_detect(s, s, 0.0) is None
+    # never fewer than the minimum for a verdict
+    assert st.runs_to_detect(s, s, -5.0) == st.Settings().min_runs
+    one = st.Summary(1, 1.0, 1.0, None, None, None, None, None, None, None)
+    assert st.detectable_change(one, s) is None
+
+
+def test_detectable_change_has_the_power_it_claims():
+    # At the detectable change, the real test (Mann-Whitney at alpha 0.05) must call the
+    # difference significant about 80% of the time; at a third of it, rarely.
+    rng = np.random.default_rng(42)
+    n, cv = 10, 0.10
+    probe = st.summarize(1000 * (1 + cv * rng.standard_normal(4000)))
+    size = st.detectable_change(st.Summary(**{**probe.to_dict(), "n": n}),
+                                st.Summary(**{**probe.to_dict(), "n": n}))
+    assert 0.12 < size < 0.14
+
+    def hit_rate(shift: float) -> float:
+        hits = 0
+        for _ in range(400):
+            a = 1000 * (1 + cv * rng.standard_normal(n))
+            b = 1000 * (1 + shift) * (1 + cv * rng.standard_normal(n))
+            hits += st.compare(a, b, "lower", FAST).p_value < 0.05
+        return hits / 400
+
+    assert 0.70 <= hit_rate(-size) <= 0.90
+    assert hit_rate(-size / 3) <= 0.30
+
+
+def test_no_change_reading_says_what_was_detectable():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(1000, 250, 5), rng.normal(1000, 250, 5)
+    d = st.compare(a, b, "lower", FAST)
+    assert d.verdict == "no change" and d.detectable_change > 0.2
+    text = st.reading(d, "fix_size_alloc_test nr_pages=256", kernel="batching")
+    assert "only changes beyond \u00b1" in text and "were detectable" in text
+    det = st.compare([5, 5, 5], [4, 4, 4], "lower", FAST)
+    assert det.deterministic and det.detectable_change is None
