@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, TargetError
 from orchestrator.targets.ssh import (
     BoardConfig,
     ConnectionLost,
     HostKeyRefused,
     SshTarget,
+    boot_token,
     parse_build_id,
 )
 
@@ -177,6 +178,50 @@ def test_deploy_kexec_verify_run_restore(board, board_kernel, keys, known_hosts,
     assert "mmlab.boot=" not in after["cmdline"]
     # the console command captured the kexec'd kernel's boot
     assert "Linux version" in log.read_text(errors="replace")
+
+
+def test_boot_token_marks_only_kernels_mmlab_booted():
+    assert boot_token({"cmdline": "console=ttyAMA0 mmlab.boot=0a1b2c3d4e5f quiet"}) == \
+        "mmlab.boot=0a1b2c3d4e5f"
+    assert boot_token({"cmdline": "console=ttyAMA0 root=/dev/vda2"}) is None
+    assert boot_token({}) is None
+
+
+@pytest.mark.kernel
+@pytest.mark.boot
+@pytest.mark.network
+@pytest.mark.slow
+def test_test_kernel_left_by_an_earlier_run_is_not_taken_for_the_default(
+        board, board_kernel, keys, known_hosts, tmp_path):
+    """An earlier run ended without restoring (here: restore = "none"); the next run must
+    restore the board before it records the board's default kernel."""
+    first = SshTarget(_cfg(board, keys, known_hosts, restore="none"))
+    before = first.running_kernel(first.connect())
+    assert boot_token(before) is None
+    s1 = first.boot(board_kernel, console_log=tmp_path / "first.log")
+    s1.shutdown()
+    left = first.running_kernel(first.connect())
+    assert boot_token(left) == s1.info.details["token"]               # still the test kernel
+
+    # restore = "none" cannot bring the default back: a clear error, nothing booted
+    stuck = SshTarget(_cfg(board, keys, known_hosts, restore="none"))
+    with pytest.raises(TargetError, match="runs a test kernel") as exc:
+        stuck.boot(board_kernel, console_log=tmp_path / "stuck.log")
+    assert "reboot the board" in exc.value.hint
+
+    second = SshTarget(_cfg(board, keys, known_hosts))             # restore = "reboot"
+    s2 = second.boot(board_kernel, console_log=tmp_path / "second.log")
+    try:
+        leftover = s2.info.details["leftover"]
+        assert leftover["kernel"]["boot_id"] == left["boot_id"] and leftover["restore"]["ok"]
+        default = s2.info.details["default_kernel"]
+        assert boot_token(default) is None and default["boot_id"] != left["boot_id"]
+        assert s2.run(["true"]).ok
+    finally:
+        s2.shutdown()
+    assert s2.restored
+    after = second.running_kernel(second.connect())
+    assert boot_token(after) is None
 
 
 @pytest.mark.kernel

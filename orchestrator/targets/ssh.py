@@ -191,6 +191,13 @@ def fingerprint(key: Any) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
+def boot_token(kernel: dict[str, Any]) -> str | None:
+    """The ``mmlab.boot=...`` word of a running kernel's command line: present only when an
+    mmlab run booted that kernel (the board's own default kernel never has one)."""
+    return next((w for w in str(kernel.get("cmdline") or "").split()
+                 if w.startswith("mmlab.boot=")), None)
+
+
 def parse_build_id(notes: bytes) -> str | None:
     """The GNU build-id in an ELF note section (``/sys/kernel/notes``), little-endian."""
     pos = 0
@@ -674,6 +681,9 @@ class SshTarget(Target):
             conn = self.connect()
             stages["connected"] = time.monotonic() - t0
             current = self.running_kernel(conn)
+            left = boot_token(current)
+            if left and not self.default_kernel:
+                conn, current = self._restore_leftover(conn, current, left, info)
             if not self.default_kernel:
                 self.default_kernel = current
             info.details["default_kernel"] = self.default_kernel
@@ -823,6 +833,29 @@ class SshTarget(Target):
                            stage="boot", output=tail)
 
     # -- restore
+
+    def _restore_leftover(self, conn: _Connection, current: dict, token: str, info: BootInfo
+                          ) -> tuple[_Connection, dict]:
+        """The board runs a kernel an earlier mmlab run booted (its command line carries
+        that run's boot token): an interrupted run or a failed restore left it there. Never
+        take it for the board's default kernel: restore first, or stop with a clear error."""
+        cfg = self.cfg
+        what = f"{current['release']} booted by an earlier mmlab run ({token})"
+        self._event(f"board runs {what}: restoring its default kernel first")
+        progress.info(f"board {cfg.name}: runs {what}; restoring its default kernel first")
+        details: dict[str, Any] = {"running_kernel": current, "token": token}
+        ok = cfg.restore != "none" and self.restore(conn, details)
+        info.details["leftover"] = {"kernel": current, "restore": details.get("restore")}
+        if ok:
+            conn = self.connect()
+            current = self.running_kernel(conn)
+        if not ok or boot_token(current):
+            raise TargetError(
+                f"board {cfg.name} runs a test kernel ({what}), not its default one, and "
+                f"restore = \"{cfg.restore}\" did not bring the default back",
+                hint="reboot the board into its default kernel by hand, or configure restore "
+                     "(and a power hook) in the inventory")
+        return conn, current
 
     def restore(self, conn: _Connection, details: dict) -> bool:
         """Put the board back on its default kernel; True when verified."""
