@@ -50,7 +50,7 @@ def test_compare_default_cold_overhead(tmp_path, monkeypatch):
     out = tmp_path / "cold"
     t = time.monotonic()
     run_compare(load_comparison("default"), out=out, resume=False, repeats=None, profile=None,
-                entries=None, barriers_on=True, command="bench cold")
+                entries=None, barriers_on=True, command="bench cold", install_missing=True)
     total = time.monotonic() - t
     manifest = json.loads((out / "run.json").read_text())
     builds = sum(k["durations_s"]["total"] for k in manifest["kernels"].values())

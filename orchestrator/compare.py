@@ -403,7 +403,12 @@ def _entry_test(entry) -> str:
 
 def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int | None,
                 profile: str | None, entries: list[str] | None, barriers_on: bool,
-                command: str) -> Path:
+                command: str, install_missing: bool = False) -> Path:
+    from orchestrator.hosttools import ensure
+
+    # Every host tool the stages need, checked (or installed) before the first build.
+    ensure({"build", "image", "boot"} | ({"plugin"} if barriers_on else set()),
+           install=install_missing, why="mmlab compare")
     plan = load_plan(spec.plan)
     if entries:
         plan = plan.select(entries)
@@ -463,8 +468,12 @@ def _compare_command():
                   help="Run directory (default ./mmlab-results/compare-<time>).")
     @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
     @click.option("--exit-code", is_flag=True, help="Exit 1 when the verdict is FAIL (for CI).")
+    @click.option("--install-missing/--no-install-missing", default=True, show_default=True,
+                  help="Install missing host tools (apt-get as root or with sudo -n; the QEMU "
+                  "plugin header) before the builds, instead of stopping with the list.")
     def compare_command(comparison, tree, series_spec, refs, fragments, plan_name, profile,
-                        repeats, entries, no_barriers, out, resume, exit_code):
+                        repeats, entries, no_barriers, out, resume, exit_code,
+                        install_missing):
         """Build, boot, test and judge kernels: the default compares Linux 6.12 with the
         demo lazy-MMU series (comparisons/default.toml)."""
         import sys
@@ -496,7 +505,8 @@ def _compare_command():
             out = Path("mmlab-results") / new_run_id("compare")
         report = run_compare(spec, out=out, resume=resume, repeats=repeats, profile=profile,
                              entries=[e for e in entries.split(",") if e] if entries else None,
-                             barriers_on=not no_barriers, command=" ".join(sys.argv))
+                             barriers_on=not no_barriers, command=" ".join(sys.argv),
+                             install_missing=install_missing)
         data = json.loads((out / "results.json").read_text())
         verdict = (data.get("analysis") or {}).get("verdict") or {}
         click.echo(verdict.get("headline", "verdict: ?"))

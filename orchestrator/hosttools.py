@@ -131,6 +131,41 @@ def fetch_status() -> list[tuple[str, list[str], str | None, str | None]]:
     return out
 
 
+def ensure(stages: set[str], *, install: bool, why: str) -> None:
+    """Check, before long work starts, everything ``stages`` need.
+
+    What mmlab fetches itself into its cache (arm64 busybox, the QEMU plugin header: no root
+    needed) is fetched now. Missing apt packages are installed with ``install`` (apt-get, as
+    root or through ``sudo -n``), each named on the progress line; without it, one error
+    names them all. Nothing is left to fail half an hour later, after the kernel builds.
+    """
+    gone = missing(stages)
+    if gone and not install:
+        pkgs = " ".join(sorted({t.package for t in gone}))
+        names = ", ".join(t.name for t in gone)
+        raise MissingToolError(
+            f"{why} needs {names}, which {'is' if len(gone) == 1 else 'are'} missing",
+            hint=f"run `mmlab doctor --install` (or: apt-get install {pkgs})")
+    if gone:
+        progress.info(f"{why}: installing missing host tools first: "
+                      f"{', '.join(t.name for t in gone)}")
+        apt_install(sorted({t.package for t in gone}))
+        still = missing(stages)
+        if still:
+            raise MissingToolError(
+                f"{', '.join(t.name for t in still)} still missing after apt-get install",
+                hint="check the apt sources of this machine (packages: " + " ".join(
+                    sorted({t.package for t in still})) + ")")
+    for label, target, fstages in FETCHES:
+        if not stages & set(fstages):
+            continue
+        try:
+            _fetch_fn(target)(install=False)
+        except MissingToolError:
+            with progress.phase("doctor", f"fetch {label}"):
+                _fetch_fn(target)(install=True)
+
+
 @click.command("doctor")
 @click.option("--install", is_flag=True, help="Install missing packages (apt-get) and fetch "
               "what mmlab fetches itself (arm64 packages, the QEMU plugin header).")

@@ -260,8 +260,12 @@ def _run_command():
     def run_command(kernel_spec, tree, series_specs, fragments, plan_name, entries, profile,
                     repeats, out, resume, as_json):
         """Boot a kernel in QEMU, run a plan in the guest, print parsed results."""
+        from orchestrator.hosttools import ensure
         from orchestrator.targets.qemu import QemuTarget
 
+        # checked before a build, so a missing qemu does not show up only after it
+        ensure({"image", "boot"} | (set() if kernel_spec else {"build"}), install=False,
+               why="mmlab run")
         if kernel_spec:
             art = find(kernel_spec)
         else:
