@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 from orchestrator import debpkg, loader
+from orchestrator.errors import InputError
 from orchestrator.initramfs import (
     CpioWriter,
     build_initramfs,
@@ -148,3 +149,37 @@ def test_a_recipe_can_take_whole_packages_with_their_symlinks(tmp_path):
         assert any(f.endswith("/" + target) for f in files), (name, target)
     assert not any(n.startswith("usr/share/doc/") for n in entries)
     assert img.path.suffix == ".cpio"
+
+
+@pytest.mark.parametrize("with_filters", [True, False])
+def test_header_extraction_with_and_without_tarfile_filters(tmp_path, monkeypatch,
+                                                            with_filters):
+    """Debian 12's python3 (3.11.2) predates tarfile's extraction filters (3.11.4): the
+    loader's header extraction must work on both, and refuse '..' on both."""
+    import io
+    import tarfile
+
+    if not with_filters:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+
+    def tarball(path, names):
+        with tarfile.open(path, "w:xz") as tar:
+            for name in names:
+                data = f"/* {name} */\n".encode()
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    good = tarball(tmp_path / "good.tar.xz", [
+        "linux-6.12/tools/include/nolibc/nolibc.h", "linux-6.12/include/uapi/linux/types.h",
+        "linux-6.12/arch/arm64/include/uapi/asm/unistd.h", "linux-6.12/mm/vmalloc.c"])
+    dest = tmp_path / "out"
+    loader._extract(good, dest)
+    got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert got == ["arch/arm64/include/uapi/asm/unistd.h", "include/uapi/linux/types.h",
+                   "tools/include/nolibc/nolibc.h"]
+    bad = tarball(tmp_path / "bad.tar.xz", ["linux-6.12/include/uapi/../../../escape.h"])
+    with pytest.raises(InputError, match="unsafe member name"):
+        loader._extract(bad, tmp_path / "out2")
+    assert not (tmp_path / "escape.h").exists()
