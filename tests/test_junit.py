@@ -88,3 +88,19 @@ def test_write_junit_is_atomic_and_parseable(tmp_path):
     assert out.read_bytes().startswith(b"<?xml")
     ET.parse(out)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_predicted_regression_is_skipped_unpredicted_is_a_failure():
+    comp = fixture()
+    m = comp.metric("vm_map_ram_test avg usec")
+    for k in ("batching", "nesting"):
+        m.samples[k] = [v * 1.4 for v in m.samples["6.12"]]
+    comp.timing_predictions.append(cmp.TimingPrediction(m.id, "nesting", 0.065))
+    comp.analyze()
+    root = parse(comp)
+    by_name = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    nesting = by_name[("mmlab.performance.nesting", m.id)]
+    batching = by_name[("mmlab.performance.batching", m.id)]
+    assert nesting.find("skipped") is not None and nesting.find("failure") is None
+    assert "regressed as the model predicts" in nesting.find("skipped").get("message")
+    assert batching.find("failure") is not None
