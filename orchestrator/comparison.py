@@ -401,6 +401,9 @@ class TimingRow:
     detectable: float | None = None  # smallest |change| these runs detect (80% power)
     runs_for_predicted: int | None = None  # runs per side to detect the predicted change
     expected: bool = False  # improved/regressed the way the model predicts
+    # Where the prediction lies against the measured interval: "within" the CI, or the
+    # measured change is "higher"/"lower" than the model's beyond it; "" without both.
+    model_check: str = ""
 
 
 @dataclass
@@ -579,7 +582,7 @@ class Comparison:
         checks = self._analyze_correctness()
         barriers = self._analyze_barriers()
         timing = self._timing_rows(metric_results, settings)
-        notes = self._notes(settings) + self._timing_notes(timing)
+        notes = self._notes(settings) + self._timing_notes(timing, settings)
         verdict = self._overall(metric_results, checks, barriers)
         self.analysis = Analysis(settings, metric_results, checks, barriers, timing, verdict,
                                  notes)
@@ -773,7 +776,8 @@ class Comparison:
             rows.append(TimingRow(r.metric, r.kernel, d.rel_change, d.rel_change_ci,
                                   d.verdict, p.change if p else None, published,
                                   detectable=d.detectable_change, runs_for_predicted=need,
-                                  expected=r.expected))
+                                  expected=r.expected,
+                                  model_check=_model_check(d.rel_change_ci, p)))
         return rows
 
     def _notes(self, settings: st.Settings) -> list[str]:
@@ -794,9 +798,29 @@ class Comparison:
                     f" correction; {need} runs per side would allow it.")
         return notes
 
-    def _timing_notes(self, timing: list[TimingRow]) -> list[str]:
-        """Per candidate: can these runs see the change the model predicts at all?"""
+    def _timing_notes(self, timing: list[TimingRow], settings: st.Settings) -> list[str]:
+        """Per candidate: can these runs see the change the model predicts at all? And where
+        they can: does the measured change's interval hold the prediction?"""
         notes = []
+        conf = f"{round(settings.confidence * 100)}%"
+        sources = sorted({p.note for p in self.timing_predictions if p.note})
+        for cand in self.candidates:
+            off = [t for t in timing if t.kernel == cand.id and t.model_check in
+                   ("higher", "lower")]
+            if off:
+                rows = "; ".join(
+                    f"{self.metric(t.metric).label}: measured {st.format_pct(t.measured)} "
+                    f"({conf} CI {st.format_pct(t.measured_ci[0])} to "
+                    f"{st.format_pct(t.measured_ci[1])}), model {st.format_pct(t.predicted)}"
+                    for t in off)
+                notes.append(
+                    f"{cand.name}: on {len(off)} timing metric{'s' if len(off) > 1 else ''} "
+                    f"the measured change's interval excludes the model's prediction ({rows})"
+                    + ". The predicted sizes rest on per-instruction and per-event cost "
+                    "priors, not fitted to this target"
+                    + (f" ({'; '.join(sources)})" if sources else "")
+                    + ": hold the model to the direction of a change; the barrier counts, "
+                    "which are exact, test the rest.")
         for cand in self.candidates:
             rows = [t for t in timing if t.kernel == cand.id and t.predicted is not None
                     and t.detectable is not None and t.verdict == "no change"]
@@ -1064,6 +1088,17 @@ def _vmalloc_status(o: VmallocOutcome) -> str:
 
 
 PLUS_MINUS = "\u00b1"
+
+
+def _model_check(ci: list[float] | None, pred: TimingPrediction | None) -> str:
+    """'within' when the measured interval holds the predicted change, else 'higher' or
+    'lower' (the measured change against the prediction); '' without both."""
+    if pred is None or not ci:
+        return ""
+    lo, hi = ci
+    if lo <= pred.change <= hi:
+        return "within"
+    return "higher" if pred.change < lo else "lower"
 
 
 def _agrees_with_model(d: st.Difference, pred: TimingPrediction | None,

@@ -263,6 +263,30 @@ def test_model_mismatch_fails_and_few_runs_warn():
     assert any("without enough runs" in r for r in a.verdict.reasons)
 
 
+def test_timing_rows_say_whether_the_interval_holds_the_prediction():
+    comp = fixture()
+    p256 = "fix_size_alloc_test[nr_pages=256] avg usec"
+    # the batching prediction made far too small: the measured interval cannot hold it
+    next(p for p in comp.timing_predictions if p.kernel == "batching").change = -0.01
+    a = comp.analyze()
+    rows = {(t.metric, t.kernel): t for t in a.timing}
+    for t in a.timing:
+        if t.predicted is None or not t.measured_ci:
+            assert t.model_check == ""
+            continue
+        lo, hi = t.measured_ci
+        assert (t.model_check == "within") == (lo <= t.predicted <= hi)
+    nest, batch = rows[(p256, "nesting")], rows[(p256, "batching")]
+    assert nest.model_check == "within"                 # fixture: -22% predicted and seen
+    assert batch.model_check == "lower" and batch.measured_ci[1] < -0.01
+    note = next(n for n in a.notes if "excludes the model's prediction" in n)
+    assert note.startswith("+batching: on 1 timing metric the measured change's interval")
+    assert "fix_size_alloc_test nr_pages=256: measured" in note and "model −1.0%" in note
+    assert not any(n.startswith("+nesting") and "excludes" in n for n in a.notes)
+    html = render_html(comp)
+    assert "outside the CI (measured lower)" in html and "inside the CI" in html
+
+
 def test_published_references_match_metrics():
     comp = fixture()
     a = comp.analyze()

@@ -281,9 +281,11 @@ def test_detectable_change_has_the_power_it_claims():
     # difference significant about 80% of the time; at a third of it, rarely.
     rng = np.random.default_rng(42)
     n, cv = 10, 0.10
-    probe = st.summarize(1000 * (1 + cv * rng.standard_normal(4000)))
-    size = st.detectable_change(st.Summary(**{**probe.to_dict(), "n": n}),
-                                st.Summary(**{**probe.to_dict(), "n": n}))
+    # the spread 10 runs show on average: IQR = sigma * E[IQR of 10 normal draws]
+    probe = st.Summary(n=n, median=1000.0, mean=1000.0, stdev=100.0, q1=None, q3=None,
+                       iqr=1000 * cv * st._expected_normal_iqr(n), min=None, max=None, cv=cv)
+    assert st.relative_spread(probe, robust=True) == pytest.approx(cv)
+    size = st.detectable_change(probe, probe)
     assert 0.12 < size < 0.14
 
     def hit_rate(shift: float) -> float:
@@ -296,6 +298,64 @@ def test_detectable_change_has_the_power_it_claims():
 
     assert 0.70 <= hit_rate(-size) <= 0.90
     assert hit_rate(-size / 3) <= 0.30
+
+
+def test_robust_spread_is_unbiased_on_normal_runs():
+    # sigma from the IQR of n runs, scaled by the expected IQR of n normal draws: on average
+    # the true spread, at the run counts plans use
+    rng = np.random.default_rng(5)
+    for n in (4, 5, 8):
+        est = [st.relative_spread(st.summarize(1000 * (1 + 0.1 * rng.standard_normal(n))),
+                                  robust=True) for _ in range(3000)]
+        assert np.mean(est) == pytest.approx(0.10, rel=0.05), n
+    assert st._expected_normal_iqr(10_000) == pytest.approx(1.349, abs=0.002)
+
+
+def test_one_stalled_run_does_not_blind_the_detectable_figure():
+    # Measured (quiet host, 2026-11-25, the default comparison): vm_map_ram_test avg usec,
+    # 6.12 vs 6.12 + nesting. One nesting run stalled (843548: 20x the others). The rank
+    # test calls the +14% significant; the CV-based figure said only changes beyond +/-224%
+    # were detectable, contradicting it. The robust figure must not.
+    base = [40744, 37860, 40884, 38261, 39406]
+    new = [48537, 44434, 843548, 44987, 42733]
+    d = st.compare(base, new, "lower", FAST)
+    assert d.verdict == "regressed"
+    assert d.detectable_change < 0.2
+    # Welch's test is hurt by the outlier, and its figure says so
+    welch = st.Settings(test="welch", n_boot=FAST.n_boot)
+    assert st.detectable_change(d.base, d.new, welch) > 1.0
+    # fewer than 4 runs, or an IQR of 0: the coefficient of variation
+    three = st.summarize([1.0, 1.1, 5.0])
+    assert st.relative_spread(three, robust=True) == three.cv
+    flat = st.summarize([2.0, 2.0, 2.0, 2.0, 3.0])
+    assert st.relative_spread(flat, robust=True) == flat.cv
+
+
+def test_robust_detectable_change_has_the_power_it_claims_with_outliers():
+    # Runs with a 1-in-10 chance of a 5-20x stall. At the detectable change each pair of
+    # samples' own figure gives, the Mann-Whitney test must detect the change roughly as
+    # often as claimed (80%; the normal approximation and estimating the spread from 10
+    # runs make it somewhat less), not always (a figure blown up by the stalls, as the
+    # coefficient of variation is) and not rarely (a figure too optimistic).
+    rng = np.random.default_rng(11)
+    n, cv = 10, 0.05
+
+    def draw(level: float) -> np.ndarray:
+        x = level * (1 + cv * rng.standard_normal(n))
+        stall = rng.random(n) < 0.1
+        return np.where(stall, x * rng.uniform(5, 20, n), x)
+
+    hits, sizes, cv_sizes = 0, [], []
+    welch = st.Settings(test="welch")
+    for _ in range(400):
+        sa, sb = st.summarize(draw(1000)), st.summarize(draw(1000))
+        size = st.detectable_change(sa, sb)
+        sizes.append(size)
+        cv_sizes.append(st.detectable_change(sa, sb, welch))
+        a, b = draw(1000), draw(1000 * (1 + size))
+        hits += st.compare(a, b, "lower", FAST).p_value < 0.05
+    assert np.median(sizes) < 0.10 < 0.5 < np.median(cv_sizes)
+    assert 0.55 <= hits / 400 <= 0.92
 
 
 def test_no_change_reading_says_what_was_detectable():
