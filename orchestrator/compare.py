@@ -449,6 +449,44 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
     return report
 
 
+def _compare_on_lab(spec: ComparisonSpec, inventory: Path, boards: str | None,
+                    fragments: str | None, *, out: Path, resume: bool, repeats: int | None,
+                    entries: str | None, retries: int, exit_code: bool,
+                    install_missing: bool, command: str) -> None:
+    """``mmlab compare --lab``: the comparison's kernels on SSH boards, a report per board."""
+    from orchestrator.hosttools import ensure
+    from orchestrator.lab import compare_on_lab, load_inventory, summary_lines
+
+    inv = load_inventory(inventory)          # a bad inventory fails before any build
+    selected = inv.select([b for b in boards.split(",") if b] if boards else None, {})
+    ensure({"build"}, install=install_missing, why="mmlab compare --lab")
+    spec.config = fragments or "board"
+    plan = load_plan(spec.plan)
+    if entries:
+        plan = plan.select([e for e in entries.split(",") if e])
+    if repeats is not None:
+        plan = dataclasses.replace(plan, repeats=repeats)
+    summary = compare_on_lab(spec, inv, selected, plan, out, command, retries=retries,
+                             resume=resume)
+    worst = None
+    for name, verdict in sorted(summary["verdicts"].items()):
+        click.echo(f"{name}: {verdict.get('headline', 'verdict: ?')}")
+        for k in verdict.get("kernels", []):
+            click.echo(f"  {k.get('line', '')}")
+        for line in verdict.get("reasons", [])[:10]:
+            click.echo(f"  - {line}")
+        click.echo(f"  report:  {summary['reports'][name]}")
+        if verdict.get("status") == "fail":
+            worst = "fail"
+    for line in summary_lines(summary):
+        click.echo(line)
+    click.echo(f"results: {out}  summary: {out / 'summary.json'}")
+    if summary["failed"] or summary["busy"]:
+        raise SystemExit(1)         # some board gave no comparison: never a silent pass
+    if exit_code and worst == "fail":
+        raise SystemExit(1)
+
+
 def _compare_command():
     @click.command("compare")
     @click.argument("comparison", required=False, default="default")
@@ -467,13 +505,21 @@ def _compare_command():
     @click.option("--out", type=click.Path(path_type=Path), default=None,
                   help="Run directory (default ./mmlab-results/compare-<time>).")
     @click.option("--resume", is_flag=True, help="Continue the interrupted run in --out.")
+    @click.option("--lab", "inventory", type=click.Path(path_type=Path), default=None,
+                  help="Run on the SSH boards of this inventory (see `mmlab lab`) instead "
+                  "of QEMU: one report per board; kernels built with the `board` config set "
+                  "unless --config; no barrier counts (they need the QEMU plugin).")
+    @click.option("--boards", default=None,
+                  help="With --lab: only these boards (comma-separated).")
+    @click.option("--retries", type=int, default=1, show_default=True,
+                  help="With --lab: retries of a board that fails before it is marked failed.")
     @click.option("--exit-code", is_flag=True, help="Exit 1 when the verdict is FAIL (for CI).")
     @click.option("--install-missing/--no-install-missing", default=True, show_default=True,
                   help="Install missing host tools (apt-get as root or with sudo -n; the QEMU "
                   "plugin header) before the builds, instead of stopping with the list.")
     def compare_command(comparison, tree, series_spec, refs, fragments, plan_name, profile,
-                        repeats, entries, no_barriers, out, resume, exit_code,
-                        install_missing):
+                        repeats, entries, no_barriers, out, resume, inventory, boards,
+                        retries, exit_code, install_missing):
         """Build, boot, test and judge kernels: the default compares Linux 6.12 with the
         demo lazy-MMU series (comparisons/default.toml)."""
         import sys
@@ -498,11 +544,22 @@ def _compare_command():
             spec.plan = plan_name
         if repeats is not None and repeats < 3:
             raise InputError("--repeats must be at least 3 for statistics",
-                             hint="use 3 or more (the default plan uses 6)")
+                             hint="use 3 or more (the default plan uses 5)")
+        if boards and inventory is None:
+            raise InputError("--boards needs --lab", hint="add --lab INVENTORY.toml")
+        if inventory is not None and profile:
+            raise InputError("--profile names a QEMU machine; a --lab run uses the boards",
+                             hint="drop --profile, or drop --lab to run in QEMU")
         if out is None:
             if resume:
                 raise click.UsageError("--resume needs --out (the directory of the run)")
-            out = Path("mmlab-results") / new_run_id("compare")
+            out = Path("mmlab-results") / new_run_id("lab-compare" if inventory else "compare")
+        if inventory is not None:
+            _compare_on_lab(spec, inventory, boards, fragments, out=out, resume=resume,
+                            repeats=repeats, entries=entries, retries=retries,
+                            exit_code=exit_code, install_missing=install_missing,
+                            command=" ".join(sys.argv))
+            return
         report = run_compare(spec, out=out, resume=resume, repeats=repeats, profile=profile,
                              entries=[e for e in entries.split(",") if e] if entries else None,
                              barriers_on=not no_barriers, command=" ".join(sys.argv),

@@ -396,6 +396,26 @@ def render_board_reports(spec: Any, arts: dict, plan: Any, out: Path, summary: d
     return reports
 
 
+def compare_on_lab(spec: Any, inventory: Inventory, boards: list, plan: Any, out: Path,
+                   command: str, retries: int = 1, resume: bool = False) -> dict:
+    """A comparison on SSH boards: build ``spec``'s kernels (with ``spec.config``), run
+    ``plan`` on each board and render the comparison report per board. The lab summary,
+    with ``reports`` ({board: report.html}) and ``verdicts`` ({board: verdict})."""
+    from orchestrator.compare import build_all
+    from orchestrator.runner import KernelUnderTest
+
+    arts = build_all(spec)
+    kernels = [KernelUnderTest(k.name, arts[k.name]) for k in spec.kernels]
+    summary = run_lab(inventory, boards, kernels, plan, out, retries=retries, resume=resume)
+    summary["reports"] = render_board_reports(spec, arts, plan, out, summary, command)
+    summary["verdicts"] = {}
+    for name in summary["reports"]:
+        data = json.loads((out / "boards" / name / "results.json").read_text())
+        summary["verdicts"][name] = (data.get("analysis") or {}).get("verdict") or {}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
 def summary_lines(summary: dict) -> list[str]:
     lines = []
     for name, s in sorted(summary["boards"].items()):
@@ -484,34 +504,29 @@ def run_command(inventory, plan_name, entries, repeats, kernel_specs, fragments,
         plan = plan.select([e for e in entries.split(",") if e])
     if repeats is not None:
         plan = dataclasses.replace(plan, repeats=repeats)
-    spec = comp_arts = None
+    if out is None:
+        if resume:
+            raise click.UsageError("--resume needs --out")
+        out = Path("mmlab-results") / new_run_id("lab")
     if comparison:
-        from orchestrator.compare import build_all, load_comparison
+        import sys
+
+        from orchestrator.compare import load_comparison
 
         spec = load_comparison(comparison)
         spec.config = fragments
         spec.plan = plan_name
-        comp_arts = build_all(spec)
-        kernels = [KernelUnderTest(k.name, comp_arts[k.name]) for k in spec.kernels]
+        summary = compare_on_lab(spec, inv, selected, plan, out, " ".join(sys.argv),
+                                 retries=retries, resume=resume)
+        for name, path in summary["reports"].items():
+            click.echo(f"report {name}: {path}")
     else:
         arts = [find(k) for k in kernel_specs] or [
             build_kernel(BuildRequest.default(fragments))]
         names = [a.name for a in arts]
         kernels = [KernelUnderTest(a.name if names.count(a.name) == 1 else f"{a.name}-{i}",
                                    a) for i, a in enumerate(arts)]
-    if out is None:
-        if resume:
-            raise click.UsageError("--resume needs --out")
-        out = Path("mmlab-results") / new_run_id("lab")
-    summary = run_lab(inv, selected, kernels, plan, out, retries=retries, resume=resume)
-    if spec is not None:
-        import sys
-
-        reports = render_board_reports(spec, comp_arts, plan, out, summary, " ".join(sys.argv))
-        summary["reports"] = reports
-        atomic_write_json(out / "summary.json", summary)
-        for name, path in reports.items():
-            click.echo(f"report {name}: {path}")
+        summary = run_lab(inv, selected, kernels, plan, out, retries=retries, resume=resume)
     for line in summary_lines(summary):
         click.echo(line)
     click.echo(f"results: {out}  summary: {out / 'summary.json'}")

@@ -92,3 +92,41 @@ def test_compare_rejects_a_single_kernel():
         from orchestrator.compare import _validate
 
         _validate(ComparisonSpec(name="x", kernels=[KernelSpec("a")], baseline="a"))
+
+
+def _mmlab(*args: str, cwd=None):
+    import subprocess
+    import sys
+
+    from orchestrator.paths import REPO_ROOT
+
+    return subprocess.run([sys.executable, "-m", "orchestrator", "compare", *args],
+                          capture_output=True, text=True, cwd=cwd or REPO_ROOT, timeout=120)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--boards", "b1"], "--boards needs --lab"),
+    (["--lab", "lab.toml", "--profile", "default"], "--profile names a QEMU machine"),
+    (["--repeats", "2"], "--repeats must be at least 3"),
+])
+def test_compare_target_options_are_checked_before_anything_runs(tmp_path, args, message):
+    (tmp_path / "lab.toml").write_text('[[board]]\nname = "a"\naddress = "127.0.0.1"\n')
+    res = _mmlab(*[str(tmp_path / a) if a == "lab.toml" else a for a in args],
+                 "--out", str(tmp_path / "out"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert message in res.stderr and "hint:" in res.stderr
+    assert not (tmp_path / "out").exists()          # nothing built, nothing written
+
+
+def test_compare_on_a_lab_with_a_bad_inventory_stops_before_building(tmp_path):
+    inv = tmp_path / "lab.toml"
+    inv.write_text('[[board]]\nname = "a"\naddress = "h"\nprot = 22\n')
+    res = _mmlab("--lab", str(inv), "--out", str(tmp_path / "out"), "--no-install-missing")
+    assert res.returncode != 0
+    assert "unknown keys ['prot']" in res.stderr
+    assert "build" not in res.stdout.lower() and not (tmp_path / "out").exists()
+    # the chosen board must exist in the inventory
+    inv.write_text('[[board]]\nname = "a"\naddress = "127.0.0.1"\n')
+    res = _mmlab("--lab", str(inv), "--boards", "zz", "--out", str(tmp_path / "out"))
+    assert res.returncode != 0 and "zz" in res.stderr, res.stdout + res.stderr
+    assert not (tmp_path / "out").exists()

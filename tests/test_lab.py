@@ -239,20 +239,28 @@ def test_lab_board_that_never_comes_back_is_retried_marked_and_lab_goes_on(
 @pytest.mark.kernel
 @pytest.mark.boot
 @pytest.mark.network
-@pytest.mark.long  # ~5 min: in `nox -s long`, not in the default run (CI time budget)
-def test_lab_renders_the_comparison_report_per_board(lab_boards, board_kernel, tmp_path):
-    """`--comparison`: the kernels of a comparison file (here the A/A one, built with the
-    board config: both are the same artifact) run on a board through the SSH target, and
-    the board gets the same comparison model, HTML report and JUnit as a QEMU run."""
+@pytest.mark.long  # ~5 min each: in `nox -s long`, not in the default run (CI time budget)
+@pytest.mark.parametrize("cli", ["lab run --comparison", "compare --lab"])
+def test_lab_renders_the_comparison_report_per_board(lab_boards, board_kernel, tmp_path, cli):
+    """`mmlab lab run --comparison C` and `mmlab compare C --lab INV`: the kernels of a
+    comparison file (here the A/A one, built with the board config: both are the same
+    artifact) run on a board through the SSH target, and the board gets the same comparison
+    model, HTML report and JUnit as a QEMU run."""
     boards, keys, kh = lab_boards
     inv = _write_inventory(tmp_path / "lab.toml", boards, keys, kh)
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "orchestrator", "lab", "run", "--inventory",
-                          str(inv), "--boards", "b1", "--plan", str(DATA / "plan.toml"),
-                          "--entries", "fix_size_p1", "--repeats", "3", "--comparison",
-                          "aa-6.12", "--config", "board", "--out", str(out)],
+    common = ["--boards", "b1", "--plan", str(DATA / "plan.toml"), "--entries", "fix_size_p1",
+              "--repeats", "3", "--config", "board", "--out", str(out)]
+    if cli == "compare --lab":
+        args = ["compare", "aa-6.12", "--lab", str(inv), "--exit-code", *common]
+    else:
+        args = ["lab", "run", "--inventory", str(inv), "--comparison", "aa-6.12", *common]
+    res = subprocess.run([sys.executable, "-m", "orchestrator", *args],
                          capture_output=True, text=True, cwd=REPO, timeout=1200)
     assert res.returncode == 0, res.stdout + res.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] == ["b1"] and set(summary["reports"]) == {"b1"}
+    assert summary["verdicts"]["b1"]["status"] == "pass"
     root = out / "boards" / "b1"
     comp = json.loads((root / "results.json").read_text())
     assert comp["plan"]["target"].startswith("ssh board b1")
@@ -261,4 +269,7 @@ def test_lab_renders_the_comparison_report_per_board(lab_boards, board_kernel, t
     html = (root / "report.html").read_text()
     assert "ssh board b1" in html and "fix_size" in html
     assert (root / "junit.xml").is_file()
-    assert "report b1:" in res.stdout
+    if cli == "compare --lab":
+        assert "b1: PASS" in res.stdout and f"report:  {root / 'report.html'}" in res.stdout
+    else:
+        assert "report b1:" in res.stdout
