@@ -204,6 +204,43 @@ def test_lab_runs_plan_on_two_boards_in_parallel(lab_boards, board_kernel, tmp_p
 @pytest.mark.boot
 @pytest.mark.network
 @pytest.mark.slow
+def test_lab_check_reaches_each_board_and_names_the_one_that_fails(lab_boards, board_kernel,
+                                                                    tmp_path):
+    """`mmlab lab check`: SSH with the verified host key and the running kernel of each
+    board; a board nobody answers for is a FAIL line and exit status 1, the others still OK."""
+    import socket
+
+    boards, keys, kh = lab_boards
+    inv = _write_inventory(tmp_path / "lab.toml", boards, keys, kh)
+
+    def check():
+        return subprocess.run([sys.executable, "-m", "orchestrator", "lab", "check",
+                               "--inventory", str(inv)], capture_output=True, text=True,
+                              cwd=REPO, timeout=300)
+
+    res = check()
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.strip()}
+    for name in ("b1", "b2"):
+        assert lines[name].split()[1] == "OK", res.stdout
+        assert board_kernel.build_id in lines[name] and board_kernel.release in lines[name]
+    # a third board on a loopback port where nothing listens
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    inv.write_text(inv.read_text() + f'\n[[board]]\nname = "b3"\naddress = "127.0.0.1"\n'
+                   f"port = {dead_port}\nconnect_timeout = 5\n")
+    res = check()
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = {ln.split()[0]: ln for ln in res.stdout.splitlines() if ln.strip()}
+    assert lines["b1"].split()[1] == "OK" and lines["b2"].split()[1] == "OK"
+    assert lines["b3"].split()[1] == "FAIL" and str(dead_port) in lines["b3"], res.stdout
+
+
+@pytest.mark.kernel
+@pytest.mark.boot
+@pytest.mark.network
+@pytest.mark.slow
 def test_lab_board_that_never_comes_back_is_retried_marked_and_lab_goes_on(
         lab_boards, board_kernel, tmp_path):
     """b2 kexecs into a kernel that panics and waits forever (panic=0): the boot times out,
