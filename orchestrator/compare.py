@@ -40,7 +40,7 @@ from orchestrator.build import BuildRequest, build_kernel, load_series_spec
 from orchestrator.errors import InputError, MmlabError
 from orchestrator.parsers.test_vmalloc import worse_status
 from orchestrator.paths import REPO_ROOT
-from orchestrator.plans import Plan, load_plan
+from orchestrator.plans import Plan, load_plan_with
 from orchestrator.results import RunStore, host_info, new_run_id
 from orchestrator.runner import KernelUnderTest, run_plan
 from orchestrator.sources import resolve_tree
@@ -409,11 +409,8 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
     # Every host tool the stages need, checked (or installed) before the first build.
     ensure({"build", "image", "boot"} | ({"plugin"} if barriers_on else set()),
            install=install_missing, why="mmlab compare")
-    plan = load_plan(spec.plan)
-    if entries:
-        plan = plan.select(entries)
-    plan = dataclasses.replace(plan, repeats=repeats or plan.repeats,
-                               profile=profile or spec.profile or plan.profile)
+    plan = load_plan_with(spec.plan, entries=entries, repeats=repeats,
+                          profile=profile or spec.profile)
     t0 = time.monotonic()
     arts = build_all(spec)
     t_build = time.monotonic() - t0
@@ -461,30 +458,28 @@ def _compare_on_lab(spec: ComparisonSpec, inventory: Path, boards: str | None,
     selected = inv.select([b for b in boards.split(",") if b] if boards else None, {})
     ensure({"build"}, install=install_missing, why="mmlab compare --lab")
     spec.config = fragments or "board"
-    plan = load_plan(spec.plan)
-    if entries:
-        plan = plan.select([e for e in entries.split(",") if e])
-    if repeats is not None:
-        plan = dataclasses.replace(plan, repeats=repeats)
+    plan = load_plan_with(spec.plan, entries=entries, repeats=repeats)
     summary = compare_on_lab(spec, inv, selected, plan, out, command, retries=retries,
                              resume=resume)
-    worst = None
     for name, verdict in sorted(summary["verdicts"].items()):
-        click.echo(f"{name}: {verdict.get('headline', 'verdict: ?')}")
-        for k in verdict.get("kernels", []):
-            click.echo(f"  {k.get('line', '')}")
-        for line in verdict.get("reasons", [])[:10]:
-            click.echo(f"  - {line}")
+        _echo_verdict(verdict, title=f"{name}: ")
         click.echo(f"  report:  {summary['reports'][name]}")
-        if verdict.get("status") == "fail":
-            worst = "fail"
     for line in summary_lines(summary):
         click.echo(line)
     click.echo(f"results: {out}  summary: {out / 'summary.json'}")
     if summary["failed"] or summary["busy"]:
         raise SystemExit(1)         # some board gave no comparison: never a silent pass
-    if exit_code and worst == "fail":
+    if exit_code and any(v.get("status") == "fail" for v in summary["verdicts"].values()):
         raise SystemExit(1)
+
+
+def _echo_verdict(verdict: dict, title: str = "") -> None:
+    """The verdict as the terminal shows it: headline, a line per kernel, the reasons."""
+    click.echo(title + verdict.get("headline", "verdict: ?"))
+    for k in verdict.get("kernels", []):
+        click.echo(f"  {k.get('line', '')}")
+    for line in verdict.get("reasons", [])[:10]:
+        click.echo(f"  - {line}")
 
 
 def _compare_command():
@@ -566,11 +561,7 @@ def _compare_command():
                              install_missing=install_missing)
         data = json.loads((out / "results.json").read_text())
         verdict = (data.get("analysis") or {}).get("verdict") or {}
-        click.echo(verdict.get("headline", "verdict: ?"))
-        for k in verdict.get("kernels", []):
-            click.echo(f"  {k.get('line', '')}")
-        for line in verdict.get("reasons", [])[:10]:
-            click.echo(f"  - {line}")
+        _echo_verdict(verdict)
         click.echo(f"report:  {report}")
         click.echo(f"results: {out / 'results.json'}  junit: {out / 'junit.xml'}")
         if exit_code and verdict.get("status") == "fail":

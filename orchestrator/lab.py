@@ -96,7 +96,7 @@ def load_inventory(path: str | Path) -> Inventory:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"inventory {path} does not exist",
-                         hint="write one (see docs/boards.md) or pass --inventory FILE")
+                         hint="write one (see docs/boards.md) and pass its path")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -359,11 +359,12 @@ def _metrics(out: Path, boards: list) -> dict:
 
 
 def render_board_reports(spec: Any, arts: dict, plan: Any, out: Path, summary: dict,
-                         command: str) -> dict[str, str]:
+                         command: str) -> tuple[dict[str, str], dict[str, dict]]:
     """The comparison report of ``spec`` for each board with results, from that board's
     runs (what ``mmlab compare`` renders for QEMU runs): ``boards/<b>/results.json``,
     ``report.html`` and ``junit.xml``. No barrier counts (those need the QEMU plugin); the
-    cost-model predictions are the emulator's, so the timing theory is only indicative."""
+    cost-model predictions are the emulator's, so the timing theory is only indicative.
+    Returns ({board: report.html}, {board: verdict as in results.json})."""
     from orchestrator.compare import (
         assemble,
         counted_workloads,
@@ -377,7 +378,7 @@ def render_board_reports(spec: Any, arts: dict, plan: Any, out: Path, summary: d
     variants = infer_variants(spec, arts)
     preds = predictions(variants, counted_workloads(spec))  # as run_compare does
     tpreds = timing_predictions(variants, spec.baseline, plan)
-    reports = {}
+    reports, verdicts = {}, {}
     for name, status in sorted(summary["boards"].items()):
         root = out / "boards" / name
         if not (root / "results").is_dir():
@@ -390,10 +391,11 @@ def render_board_reports(spec: Any, arts: dict, plan: Any, out: Path, summary: d
             comp.save(root / "results.json")
             reports[name] = str(write_report(comp, root / "report.html", results_dir=root))
             write_junit(comp, root / "junit.xml")
+            verdicts[name] = dataclasses.asdict(comp.analysis.verdict)
         except Exception as exc:  # noqa: BLE001 - the runs are on disk; a report bug
             # must not end the lab (re-render later from results/)
             progress.info(f"board {name}: no comparison report: {exc!r}")
-    return reports
+    return reports, verdicts
 
 
 def compare_on_lab(spec: Any, inventory: Inventory, boards: list, plan: Any, out: Path,
@@ -407,11 +409,8 @@ def compare_on_lab(spec: Any, inventory: Inventory, boards: list, plan: Any, out
     arts = build_all(spec)
     kernels = [KernelUnderTest(k.name, arts[k.name]) for k in spec.kernels]
     summary = run_lab(inventory, boards, kernels, plan, out, retries=retries, resume=resume)
-    summary["reports"] = render_board_reports(spec, arts, plan, out, summary, command)
-    summary["verdicts"] = {}
-    for name in summary["reports"]:
-        data = json.loads((out / "boards" / name / "results.json").read_text())
-        summary["verdicts"][name] = (data.get("analysis") or {}).get("verdict") or {}
+    summary["reports"], summary["verdicts"] = render_board_reports(spec, arts, plan, out,
+                                                                   summary, command)
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -488,7 +487,7 @@ def run_command(inventory, plan_name, entries, repeats, kernel_specs, fragments,
     summary across boards."""
     from orchestrator.artifacts import find
     from orchestrator.build import BuildRequest, build_kernel
-    from orchestrator.plans import load_plan
+    from orchestrator.plans import load_plan_with
     from orchestrator.runner import KernelUnderTest
 
     inv = load_inventory(inventory)
@@ -499,11 +498,7 @@ def run_command(inventory, plan_name, entries, repeats, kernel_specs, fragments,
         k, v = t.split("=", 1)
         tag_map[k] = v
     selected = inv.select([b for b in boards.split(",") if b] if boards else None, tag_map)
-    plan = load_plan(plan_name)
-    if entries:
-        plan = plan.select([e for e in entries.split(",") if e])
-    if repeats is not None:
-        plan = dataclasses.replace(plan, repeats=repeats)
+    plan = load_plan_with(plan_name, entries=entries, repeats=repeats)
     if out is None:
         if resume:
             raise click.UsageError("--resume needs --out")

@@ -24,7 +24,9 @@ its first element is a script in ``guest_tests/``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +90,19 @@ def available() -> list[str]:
 def load_plan(name_or_path: str) -> Plan:
     data, path = datafiles.load("plan", PLANS, name_or_path)
     return plan_from_dict(data, path)
+
+
+def load_plan_with(name_or_path: str, *, entries: str | Sequence[str] | None = None,
+                   repeats: int | None = None, profile: str | None = None) -> Plan:
+    """``load_plan`` with a command line's overrides: only the ``entries`` named (a list or
+    a comma-separated string), and ``repeats`` and ``profile`` where given."""
+    plan = load_plan(name_or_path)
+    if isinstance(entries, str):
+        entries = [e for e in entries.split(",") if e]
+    if entries:
+        plan = plan.select(list(entries))
+    return dataclasses.replace(plan, repeats=plan.repeats if repeats is None else repeats,
+                               profile=profile or plan.profile)
 
 
 def plan_from_dict(data: dict, path: Path | None = None) -> Plan:

@@ -229,7 +229,6 @@ def summarize(results: list[dict]) -> list[str]:
 
 
 def _run_command():
-    import dataclasses
     import hashlib
     import json
 
@@ -238,7 +237,7 @@ def _run_command():
     from orchestrator import kconfig
     from orchestrator.artifacts import find
     from orchestrator.build import BuildRequest, build_kernel, load_series_spec
-    from orchestrator.plans import load_plan
+    from orchestrator.plans import load_plan_with
     from orchestrator.results import host_info, new_run_id
     from orchestrator.sources import resolve_tree
 
@@ -274,10 +273,7 @@ def _run_command():
             art = build_kernel(BuildRequest(tree=source, series=series,
                                             fragments=kconfig.resolve_fragments(fragments),
                                             name="patched" if series else "baseline"))
-        plan = load_plan(plan_name)
-        if entries:
-            plan = plan.select([e for e in entries.split(",") if e])
-        plan = dataclasses.replace(plan, repeats=repeats, profile=profile or plan.profile)
+        plan = load_plan_with(plan_name, entries=entries, repeats=repeats, profile=profile)
         if out is None:
             if resume:
                 raise click.UsageError("--resume needs --out (the directory of the run)")

@@ -122,11 +122,11 @@ def test_compare_on_a_lab_with_a_bad_inventory_stops_before_building(tmp_path):
     inv = tmp_path / "lab.toml"
     inv.write_text('[[board]]\nname = "a"\naddress = "h"\nprot = 22\n')
     res = _mmlab("--lab", str(inv), "--out", str(tmp_path / "out"), "--no-install-missing")
-    assert res.returncode != 0
-    assert "unknown keys ['prot']" in res.stderr
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "unknown keys ['prot']" in res.stderr and "hint:" in res.stderr
     assert "build" not in res.stdout.lower() and not (tmp_path / "out").exists()
     # the chosen board must exist in the inventory
     inv.write_text('[[board]]\nname = "a"\naddress = "127.0.0.1"\n')
     res = _mmlab("--lab", str(inv), "--boards", "zz", "--out", str(tmp_path / "out"))
-    assert res.returncode != 0 and "zz" in res.stderr, res.stdout + res.stderr
+    assert res.returncode == 2 and "has no board(s) zz" in res.stderr, res.stdout + res.stderr
     assert not (tmp_path / "out").exists()

@@ -50,6 +50,22 @@ def test_unknown_plan_names_the_known_ones():
     assert "default" in ei.value.hint
 
 
+def test_command_line_overrides_of_a_plan():
+    from orchestrator.plans import load_plan_with
+
+    plain = load_plan("default")
+    same = load_plan_with("default")
+    assert same == plain
+    some = load_plan_with("default", entries="fix_size_p1,,smoke", repeats=7, profile="x")
+    assert [e.id for e in some.entries] == ["fix_size_p1", "smoke"]
+    assert (some.repeats, some.profile) == (7, "x")
+    listed = load_plan_with("default", entries=["vm_map_ram"], repeats=0)
+    assert [e.id for e in listed.entries] == ["vm_map_ram"] and listed.repeats == 0
+    assert listed.profile == plain.profile
+    with pytest.raises(InputError, match="has no entries nope"):
+        load_plan_with("default", entries="smoke,nope")
+
+
 def test_store_refuses_to_mix_runs(tmp_path):
     store = RunStore(tmp_path / "r")
     store.start({"fingerprint": "one"}, resume=False)
