@@ -14,6 +14,9 @@
 #   test_vmalloc.sh; a "key=0" that only restates the module default (use_huge,
 #   sequential_test_order, nr_threads) is dropped with a note instead of rejected;
 # - no module: exit 4 (skip), like test_vmalloc.sh.
+# - performance/stress/smoke without run_test_mask: every case the module offers is selected
+#   (the mask is read from the module's own run_test_mask description, "id: N, name: ..."),
+#   because newer kernels default the mask to 7 (3 cases) where 6.12 ran them all.
 # Prints the kernel messages the run produced (Summary lines, "All test took ...") between
 # "mmlab-vmalloc: dmesg begin" / "end", then a status line. Exit 0 when the tests ran and no
 # test except align_shift_alloc_test (an expected failure) failed, 1 otherwise.
@@ -74,11 +77,29 @@ validate() {
 	PARAMS=$out
 }
 
+# Every test case the module offers: the OR of the ids its run_test_mask description lists.
+offered_mask() {
+	modinfo -F parm "$ko" 2>/dev/null | sed -n 's/.*id: *\([0-9][0-9]*\),.*/\1/p' | {
+		m=0
+		while read -r bit; do m=$((m | bit)); done
+		echo $m
+	}
+}
+OFFERED=$(offered_mask)
+
+# with_all_cases PARAMS: PARAMS plus run_test_mask=OFFERED unless a mask is given
+with_all_cases() {
+	case " $* " in
+	*" run_test_mask="*) echo "$*" ;;
+	*) if [ "${OFFERED:-0}" -gt 0 ]; then echo "$* run_test_mask=$OFFERED"; else echo "$*"; fi ;;
+	esac
+}
+
 mode=manual
 case "$1" in
-performance) mode=$1; shift; validate $(merge "$PERF_PARAM" "$*") ;;
-stress) mode=$1; shift; validate $(merge "$STRESS_PARAM" "$*") ;;
-smoke) mode=$1; shift; validate $(merge "$SMOKE_PARAM" "$*") ;;
+performance) mode=$1; shift; validate $(with_all_cases $(merge "$PERF_PARAM" "$*")) ;;
+stress) mode=$1; shift; validate $(with_all_cases $(merge "$STRESS_PARAM" "$*")) ;;
+smoke) mode=$1; shift; validate $(with_all_cases $(merge "$SMOKE_PARAM" "$*")) ;;
 --direct) mode=direct; shift; PARAMS="$*" ;;
 "") echo "usage: vmalloc.sh performance|stress|smoke|--direct [key=val ...] | key=val ..."
     echo "parameters: $(echo $valid_params)"; exit $KSFT_FAIL ;;
@@ -88,6 +109,7 @@ PARAMS=$(echo $PARAMS)
 
 id=$(new_id)
 echo "mmlab-vmalloc: mode=$mode cpus=$NUM_CPUS params=$PARAMS"
+echo "mmlab-vmalloc: offered_mask=${OFFERED:-0}"
 kmsg_mark "mmlab-vmalloc: start $id"
 t0=$(uptime_ms)
 # shellcheck disable=SC2086

@@ -63,11 +63,18 @@ class BuildRequest:
     name: str | None = None
     base_target: str = field(default_factory=kconfig.base_target)
     jobs: int = field(default_factory=jobs)
+    skipped_fragments: dict[str, str] = field(default_factory=dict)  # name -> why (gates)
 
     @classmethod
     def default(cls, fragments: str | list[str] | None = None) -> BuildRequest:
-        return cls(tree=resolve_tree(None), fragments=kconfig.resolve_fragments(fragments),
-                   name="baseline")
+        tree = resolve_tree(None)
+        return cls.for_tree(tree, fragments, name="baseline")
+
+    @classmethod
+    def for_tree(cls, tree: TreeSource, config: str | list[str] | None, **kw) -> BuildRequest:
+        """A request whose fragments are resolved for the tree's kernel version (gates)."""
+        frags, skipped = fragments_for(tree, config)
+        return cls(tree=tree, fragments=frags, skipped_fragments=skipped, **kw)
 
     def inputs(self) -> dict:
         """Everything that determines the artifact's content (the key is its hash)."""
@@ -84,6 +91,19 @@ class BuildRequest:
     def key(self) -> str:
         blob = json.dumps(self.inputs(), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+def fragments_for(tree: TreeSource, config: str | list[str] | None
+                  ) -> tuple[list[kconfig.Fragment], dict[str, str]]:
+    """The config fragments for ``tree``: gated fragments outside the tree's version left out
+    (returned as {name: why})."""
+    version = tree.kernel_version()
+    spec = config or "default"
+    sets = kconfig._sets()["sets"]
+    names = sets[spec] if isinstance(spec, str) and spec in sets else (
+        [s for s in spec.split(",") if s] if isinstance(spec, str) else list(spec))
+    return (kconfig.resolve_fragments(config, version=version),
+            kconfig.gate_skips(names, version))
 
 
 def series_identity(series) -> dict:
@@ -160,7 +180,7 @@ def _configure(kb: Kbuild, req: BuildRequest) -> dict[str, str]:
             f"{BUILD_SUBDIR}/.config", *[str(f.path) for f in req.fragments]],
            "merge fragments " + "+".join(f.name for f in req.fragments), stage="config")
     kb.run(kb.make_argv("olddefconfig"), "make olddefconfig", stage="config")
-    return kconfig.verify(kb.src, kb.objtree / ".config", req.fragments)
+    return kconfig.verify(kb.src, kb.objtree / ".config", req.fragments, log_path=kb.log_path)
 
 
 def check_config(req: BuildRequest) -> dict[str, str]:
@@ -264,6 +284,8 @@ def _build_locked(req: BuildRequest, key: str, final: Path, keep_work: bool) -> 
             "series": [series_identity(s) for s in req.series],
             "fragments": [{"name": f.name, "path": str(f.path), "sha256": f.sha256}
                           for f in req.fragments],
+            "skipped_fragments": req.skipped_fragments,
+            "kernel_version": req.tree.kernel_version(),
             "config_sha256": files["config"],
             "jobs": req.jobs,
             "durations_s": {k: round(v, 3) for k, v in phases.items()}
@@ -313,8 +335,8 @@ def build_command(tree, ref, series_specs, fragments, name, jobs_, rebuild, keep
     """Build an arm64 kernel (Image, vmlinux, modules) into the artifact cache."""
     source = resolve_tree(tree, ref)
     series = [load_series_spec(s, source) for s in series_specs]
-    req = BuildRequest(tree=source, fragments=kconfig.resolve_fragments(fragments),
-                       series=series, name=name or ("patched" if series else "baseline"))
+    req = BuildRequest.for_tree(source, fragments, series=series,
+                                name=name or ("patched" if series else "baseline"))
     if jobs_:
         req.jobs = jobs_
     if check_config_only:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "orchestrator.hosttools:doctor_command",
     "test": "orchestrator.selftest:test_command",
     "build": "orchestrator.build:build_command",
+    "trees": "orchestrator.cli_trees:trees_command",
     "series": "orchestrator.series:series_command",
     "run": "orchestrator.runner:run_command",
     "compare": "orchestrator.compare:compare_command",

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator import datafiles, kconfig, progress
+from orchestrator import datafiles, progress
 from orchestrator.artifacts import Artifact
 from orchestrator.atomic import atomic_write_json
 from orchestrator.build import BuildRequest, build_kernel, load_series_spec
@@ -62,6 +62,16 @@ class KernelSpec:
     patches: str | None = None      # "1-2", "1,3", "2-" (1-based, inclusive)
     variant: str | None = None      # the simulator variant this kernel is declared to be
     ref: str | None = None          # a git ref (with a git --tree)
+    tree: str | None = None         # this kernel's tree (default: the comparison's)
+    config: str | None = None       # this kernel's fragment set (default: the comparison's)
+    artifact: str | None = None     # a prebuilt kernel (artifact key prefix or directory)
+    note: str | None = None         # free text shown in the report
+
+
+KERNEL_KEYS = {f.name for f in dataclasses.fields(KernelSpec)}
+TOP_KEYS = {"name", "description", "tree", "config", "plan", "profile", "baseline", "barriers",
+            "kernel"}
+BARRIER_KEYS = {"nr_pages", "vm_map_ram_nr_pages", "loops", "repeat"}
 
 
 @dataclass
@@ -81,6 +91,26 @@ class ComparisonSpec:
 
 def load_comparison(name_or_path: str) -> ComparisonSpec:
     data, path = datafiles.load("comparison", COMPARISONS, name_or_path)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise InputError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}",
+                         hint=f"known keys: {', '.join(sorted(TOP_KEYS))}")
+    if not isinstance(data.get("kernel", []), list) or not all(
+            isinstance(k, dict) for k in data.get("kernel", [])):
+        raise InputError(f"{path}: `kernel` must be an array of tables ([[kernel]])",
+                         hint="write each kernel as a [[kernel]] table")
+    bad = set(data.get("barriers", {})) - BARRIER_KEYS
+    if bad:
+        raise InputError(f"{path}: unknown [barriers] key(s) {', '.join(sorted(bad))}",
+                         hint=f"known: {', '.join(sorted(BARRIER_KEYS))}")
+    for i, k_ in enumerate(data.get("kernel", []), 1):
+        unknown = set(k_) - KERNEL_KEYS
+        if unknown:
+            raise InputError(f"{path}: [[kernel]] {i} ({k_.get('name', '?')}): unknown key(s) "
+                             f"{', '.join(sorted(unknown))}",
+                             hint=f"known keys: {', '.join(sorted(KERNEL_KEYS))}")
+        if "name" not in k_:
+            raise InputError(f"{path}: [[kernel]] {i} has no name", hint="add name = \"...\"")
     kernels = [KernelSpec(**{k: v for k, v in k_.items()}) for k_ in data.get("kernel", [])]
     spec = ComparisonSpec(
         name=data.get("name", path.stem), kernels=kernels,
@@ -130,18 +160,32 @@ def _select_patches(series, spec: str | None):
 # --- stages -----------------------------------------------------------------------------
 
 def build_all(spec: ComparisonSpec) -> dict[str, Artifact]:
+    """Every kernel of the comparison, built (or found, for ``artifact =``) in order.
+
+    Each kernel may name its own ``tree`` and ``config`` (a comparison across releases);
+    the fragments are resolved per tree, so version-gated fragments follow each kernel.
+    Trees are resolved (fetched, verified) for every kernel before the first build, so a
+    bad tree fails in seconds, not after an earlier kernel's build.
+    """
+    from orchestrator.artifacts import find
+
     arts: dict[str, Artifact] = {}
-    fragments = kconfig.resolve_fragments(spec.config)
+    sources = {k.name: resolve_tree(k.tree or spec.tree, k.ref) for k in spec.kernels
+               if not k.artifact}
     for i, k in enumerate(spec.kernels, 1):
         progress.info(f"compare: kernel {i}/{len(spec.kernels)}: {k.name}")
-        source = resolve_tree(spec.tree, k.ref)
+        if k.artifact:
+            arts[k.name] = find(k.artifact)
+            continue
+        source = sources[k.name]
         series = []
         if k.series:
             path = Path(k.series)
             if not path.is_absolute() and (REPO_ROOT / path).exists() and not path.exists():
                 path = REPO_ROOT / path
             series = [_select_patches(load_series_spec(str(path), source), k.patches)]
-        req = BuildRequest(tree=source, fragments=fragments, series=series, name=k.name)
+        req = BuildRequest.for_tree(source, k.config or spec.config, series=series,
+                                    name=k.name)
         arts[k.name] = build_kernel(req)
     return arts
 

@@ -52,7 +52,7 @@ def parse_entry(entry: Entry, output: str, dmesg: str) -> dict:
     for kind in sorted(kinds):
         try:
             if kind == "test_vmalloc":
-                parsed[kind] = tv_parser.parse(dmesg).to_json()
+                parsed[kind] = tv_parser.parse_with_guest(dmesg, output)
             elif kind == "dmesg":
                 parsed[kind] = dmesg_parser.parse(dmesg).to_json()
             elif kind == "ptdump":
@@ -234,7 +234,6 @@ def _run_command():
 
     import click
 
-    from orchestrator import kconfig
     from orchestrator.artifacts import find
     from orchestrator.build import BuildRequest, build_kernel, load_series_spec
     from orchestrator.plans import load_plan_with
@@ -270,9 +269,8 @@ def _run_command():
         else:
             source = resolve_tree(tree)
             series = [load_series_spec(s, source) for s in series_specs]
-            art = build_kernel(BuildRequest(tree=source, series=series,
-                                            fragments=kconfig.resolve_fragments(fragments),
-                                            name="patched" if series else "baseline"))
+            art = build_kernel(BuildRequest.for_tree(source, fragments, series=series,
+                                                     name="patched" if series else "baseline"))
         plan = load_plan_with(plan_name, entries=entries, repeats=repeats, profile=profile)
         if out is None:
             if resume:

@@ -8,6 +8,9 @@ series applier replaces any file it modifies by a private copy first.
 
 Sources:
 - ``debian:6.12`` (default): Debian's ``linux-source-6.12`` package tarball in /usr/src.
+- ``debian:X.Y`` / ``debian:X.Y.Z`` (7.3, 7.2, 6.18 ...): from Debian's archive through a
+  private apt state, verified, cached (``orchestrator.debian_archive``; ``mmlab trees``).
+- a ``linux-source-X.Y_*.deb`` (its ``usr/src/linux-source-X.Y.tar.xz``).
 - a tarball path (``.tar``, ``.tar.gz``, ``.tar.xz``, ``.tar.bz2``, ``.tgz``).
 - a local directory (a kernel tree; if it is a git work tree, its content is still hashed
   as it is on disk, including uncommitted edits).
@@ -61,6 +64,15 @@ def cached_file_sha256(path: Path) -> str:
     return digest
 
 
+def makefile_version(text: str) -> str:
+    """"7.3.4" from a kernel Makefile's VERSION / PATCHLEVEL / SUBLEVEL lines."""
+    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)\s*$", text, re.M))
+    if not fields.get("VERSION") or not fields.get("PATCHLEVEL"):
+        raise InputError("the tree's Makefile has no VERSION/PATCHLEVEL",
+                         hint="point --tree at the top of a Linux tree")
+    return f"{fields['VERSION']}.{fields['PATCHLEVEL']}.{fields.get('SUBLEVEL') or 0}"
+
+
 def _looks_like_kernel(tree: Path) -> bool:
     return (tree / "Makefile").is_file() and (tree / "arch" / "arm64").is_dir() and (
         tree / "Kconfig"
@@ -79,6 +91,13 @@ class TreeSource:
 
     def key(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def kernel_version(self) -> str:
+        """VERSION.PATCHLEVEL.SUBLEVEL of the tree (its top Makefile)."""
+        return makefile_version(self._makefile_text())
+
+    def _makefile_text(self) -> str:
+        return (self.pristine() / "Makefile").read_text(errors="replace")
 
     def _extract_into(self, dest: Path) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -112,9 +131,28 @@ class TreeSource:
 class TarballSource(TreeSource):
     path: Path = Path()
     package: str | None = None
+    debian: object | None = None  # the debian_archive.Offer it came from
+
+    def describe(self) -> dict:
+        d = super().describe()
+        if self.debian is not None:
+            o = self.debian
+            d["debian"] = {"kind": o.kind, "package": o.package, "version": o.debian_version,
+                           "upstream": o.upstream, "suite": o.suite, "file": o.local_name,
+                           "sha256": o.sha256}
+        return d
 
     def key(self) -> str:
         return "tar-" + cached_file_sha256(self.path)
+
+    def kernel_version(self) -> str:
+        # Known without extracting 160 MB when the archive told us.
+        if self.debian is not None:
+            return self.debian.upstream
+        m = re.fullmatch(r"linux-source-(\d+\.\d+)", self.package or "")
+        if m and self.kind == "debian":
+            return m.group(1)
+        return super().kernel_version()
 
     def _extract_into(self, dest: Path) -> None:
         require_command("tar", "tar")
@@ -170,6 +208,9 @@ class DirectorySource(TreeSource):
         atomic_write_json(index_path, new_index)
         return "dir-" + total.hexdigest()
 
+    def _makefile_text(self) -> str:
+        return (self.path / "Makefile").read_text(errors="replace")
+
     def _extract_into(self, dest: Path) -> None:
         shutil.copytree(self.path, dest, symlinks=True,
                         ignore=shutil.ignore_patterns(".git", "_build"))
@@ -193,6 +234,9 @@ class GitRefSource(TreeSource):
     def key(self) -> str:
         return "git-" + self._git("rev-parse", "--verify", f"{self.ref}^{{tree}}")
 
+    def _makefile_text(self) -> str:
+        return self._git("show", f"{self.ref}:Makefile")
+
     def describe(self) -> dict:
         d = super().describe()
         d["commit"] = self._git("rev-parse", "--verify", f"{self.ref}^{{commit}}")
@@ -212,20 +256,37 @@ class GitRefSource(TreeSource):
 
 
 def debian_source(version: str) -> TarballSource:
+    """``debian:X.Y`` / ``debian:X.Y.Z``: the host's installed linux-source-X.Y when it is
+    there (the default tree needs no network), else Debian's archive (private apt state,
+    verified downloads; see orchestrator.debian_archive)."""
+    from orchestrator import debian_archive
+
     path = Path(f"/usr/src/linux-source-{version}.tar.xz")
-    if not path.is_file():
-        raise InputError(
-            f"Debian's kernel source for {version} is not installed ({path} missing)",
-            hint=f"run `mmlab doctor --install` (or: apt-get install linux-source-{version})",
-        )
-    return TarballSource(kind="debian", location=f"linux-source-{version}", path=path,
-                         package=f"linux-source-{version}")
+    if re.fullmatch(r"\d+\.\d+", version) and path.is_file():
+        return TarballSource(kind="debian", location=f"linux-source-{version}", path=path,
+                             package=f"linux-source-{version}")
+    available = debian_archive.offers()
+    picks = debian_archive.pick(version, available)
+    if not picks:
+        raise debian_archive.no_such_version(version, available)
+    last_error: MmlabError | None = None
+    for offer in picks:  # newest first; an orig tarball the mirror no longer serves: next
+        try:
+            tarball = debian_archive.source_tarball(offer)
+        except InputError as exc:
+            last_error = exc
+            progress.info(f"warning: {exc}")
+            continue
+        return TarballSource(kind="debian", location=offer.describe(), path=tarball,
+                             package=offer.package, debian=offer)
+    assert last_error is not None
+    raise last_error
 
 
 def resolve_tree(spec: str | None = None, ref: str | None = None) -> TreeSource:
     """Turn a --tree/--ref pair into a TreeSource, with one-line errors for bad input."""
     spec = spec or DEFAULT_TREE
-    m = re.fullmatch(r"debian:(\d+\.\d+)", spec)
+    m = re.fullmatch(r"debian:(\d+\.\d+(?:\.\d+)?(?:-[\w.~+]+)?)", spec)
     if m:
         if ref:
             raise InputError("--ref goes with a git repository, not a Debian source package",
@@ -234,13 +295,20 @@ def resolve_tree(spec: str | None = None, ref: str | None = None) -> TreeSource:
     path = Path(spec).expanduser()
     if not path.exists():
         raise InputError(f"kernel tree {spec} does not exist",
-                         hint="give a directory, a tarball, a git repository, or debian:6.12")
+                         hint="give a directory, a tarball, a linux-source .deb, a git repository, "
+                              "or debian:X.Y (`mmlab trees` lists them)")
     path = path.resolve()
     if ref:
         if not (path / ".git").exists() and not (path / "HEAD").is_file():
             raise InputError(f"{spec} is not a git repository, so --ref {ref} cannot apply",
                              hint="point --tree at a git clone, or drop --ref")
         return GitRefSource(kind="git", location=f"{path}@{ref}", repo=path, ref=ref)
+    if path.is_file() and path.name.endswith(".deb"):
+        from orchestrator import debian_archive
+
+        tarball = debian_archive.tarball_from_deb(path)
+        return TarballSource(kind="debian-deb", location=str(path), path=tarball,
+                             package=path.name.split("_")[0])
     if path.is_file():
         if not path.name.endswith(TARBALL_SUFFIXES):
             raise InputError(f"{spec} is neither a directory nor a tarball",
