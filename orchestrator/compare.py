@@ -297,6 +297,18 @@ def timing_predictions(variants: dict[str, dict], baseline: str, plan: Plan,
     return out
 
 
+def attribute_changes(variants: dict[str, dict], baseline: str, plan: Plan) -> dict:
+    """Per candidate: the modelled upstream changes behind each predicted change."""
+    from orchestrator.attribution import attribute
+
+    workloads = {e.id: e.workload for e in plan.entries if e.workload}
+    try:
+        return attribute(variants, baseline, workloads)
+    except MmlabError as exc:
+        progress.info(f"warning: no attribution: {exc}")
+        return {}
+
+
 # --- assembling the comparison model ----------------------------------------------------
 
 def _entry_params(run: list[str]) -> dict:
@@ -322,6 +334,10 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
         kernels.append(kern)
     comp = cm.Comparison(kernels=kernels, baseline=spec.baseline,
                          title=f"{spec.name}: {spec.description}".strip(": "))
+    from orchestrator.mmconfig import table as config_table
+
+    comp.configs = config_table({k.name: arts[k.name].config_path.read_text()
+                                 for k in spec.kernels if arts[k.name].config_path.is_file()})
     comp.plan = cm.Plan(name=plan.name, description=plan.description, repeats=plan.repeats,
                         interleaved=True, target=f"qemu profile {plan.profile}",
                         command=command,
@@ -361,6 +377,18 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
                     comp.add_sample(kname, tname, "avg usec", vals[len(vals) // 2],
                                     unit="usec", better="lower",
                                     params=_entry_params(list(entry.run)))
+        for w in (tv.get("coverage") or {}).get("warnings", []):
+            text = f"{kname}: {entry.id}: {w}"
+            if text not in comp.input_warnings:
+                comp.input_warnings.append(text)
+        kt = parsed.get("ktap")
+        if isinstance(kt, dict) and kt.get("documents"):
+            for test, status in sorted((kt.get("results") or {}).items()):
+                comp.ktap.append(cm.KtapOutcome(kernel=kname, test=test, status=status,
+                                                log=rel(r.get("dmesg"))))
+            if kt.get("status") == "incomplete":
+                comp.ktap.append(cm.KtapOutcome(kernel=kname, test=f"{entry.id} (KTAP output)",
+                                                status="incomplete", log=rel(r.get("dmesg"))))
         dm = parsed.get("dmesg")
         if isinstance(dm, dict) and "error" not in dm:
             comp.dmesg_logs[kname] = comp.dmesg_logs.get(kname, 0) + 1
@@ -479,6 +507,7 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
     tpreds = timing_predictions(variants, spec.baseline, plan)
     atomic_write_json(out / "predictions.json", {"barriers": preds, "timing": tpreds})
     comp = assemble(spec, arts, plan, store, variants, barriers, preds, tpreds, command)
+    comp.attributions = attribute_changes(variants, spec.baseline, plan)
     comp.plan.extra = {"durations_s": {"builds": round(t_build, 1), "runs": round(t_runs, 1)}}
     comp.analyze()
     comp.save(out / "results.json")

@@ -202,6 +202,17 @@ class VmallocOutcome:
 
 
 @dataclass
+class KtapOutcome:
+    """One KUnit/KTAP test case (suite.case) on one kernel, over the runs that ran it."""
+
+    kernel: str
+    test: str                        # "suite.case"
+    status: str                      # worst of the runs: pass/skip/xfail/todo/fail/error/incomplete
+    runs: int = 1
+    log: str | None = None
+
+
+@dataclass
 class DmesgFinding:
     """An unexpected kernel message (warning, oops, BUG, KASAN...) seen on one kernel.
 
@@ -486,6 +497,17 @@ class Comparison:
     crashes: list[Crash] = field(default_factory=list)
     barriers: list[BarrierCount] = field(default_factory=list)
     timing_predictions: list[TimingPrediction] = field(default_factory=list)
+    ktap: list[KtapOutcome] = field(default_factory=list)
+    # mm-relevant config per kernel (orchestrator/mmconfig.py): rows of {property, affects,
+    # values: {kernel: label}, options: {kernel: option}}
+    configs: list[dict] = field(default_factory=list)
+    # things the inputs say that a reader must see (fewer test cases ran than the kernel
+    # offers, ...): warnings in the verdict
+    input_warnings: list[str] = field(default_factory=list)
+    # per candidate kernel: which modelled upstream change accounts for which predicted
+    # change (orchestrator/attribution.py), rows of {feature, title, release, commit,
+    # workload, barriers_change, time_change, note}
+    attributions: dict[str, list[dict]] = field(default_factory=dict)
     references: list[Reference] | None = None   # None: load reference_deltas.toml
     plan: Plan = field(default_factory=Plan)
     logs: list[LogLink] = field(default_factory=list)
@@ -535,7 +557,7 @@ class Comparison:
                         raise InputError(f"metric {m.id}, kernel {k}: sample {v!r} is not a "
                                          "finite number", hint=hint)
         for group in (self.vmalloc, self.dmesg, self.wx, self.crashes, self.barriers,
-                      self.timing_predictions, self.logs):
+                      self.timing_predictions, self.logs, self.ktap):
             for item in group:
                 if item.kernel not in known:
                     raise InputError(f"{type(item).__name__} names unknown kernel "
@@ -606,7 +628,7 @@ class Comparison:
                 expected = _agrees_with_model(d, pred, settings)
                 if pred is not None and d.verdict in ("improved", "regressed"):
                     text += (f"; the model predicts {st.format_pct(pred.change)}"
-                             + (" (the same direction)" if expected else
+                             + (" (the same direction and size)" if expected else
                                 " (this change was not expected)"))
                 out.append(MetricResult(m.id, cand.id, d, text, expected))
         return out
@@ -649,6 +671,32 @@ class Comparison:
             else:
                 status, msg = "pass", counts
             checks.append(Check(f"test_vmalloc.{test}", kid, "test_vmalloc", test, status, msg,
+                                log=a.log))
+
+        # KUnit / KTAP: the kernels' own tests, per suite.case
+        ktap_rank = {"pass": 0, "skip": 1, "xfail": 1, "todo": 2, "incomplete": 3, "error": 4,
+                     "fail": 4}
+        kagg: dict[tuple[str, str], KtapOutcome] = {}
+        for o in self.ktap:
+            a = kagg.setdefault((o.kernel, o.test), KtapOutcome(o.kernel, o.test, o.status, 0,
+                                                                o.log))
+            a.runs += o.runs
+            if ktap_rank.get(o.status, 4) > ktap_rank.get(a.status, 4):
+                a.status = o.status
+        base_bad = {t for (k, t), a in kagg.items() if k == base and ktap_rank[a.status] >= 3}
+        for (kid, test), a in sorted(kagg.items(), key=lambda kv: (self._order(kv[0][0]),
+                                                                   kv[0][1])):
+            runs = f"{a.runs} run{'s' if a.runs != 1 else ''}"
+            if ktap_rank.get(a.status, 4) >= 3:
+                if kid == base or test in base_bad:
+                    status, msg = "known", f"{a.status} on the baseline too ({runs})"
+                else:
+                    status, msg = "fail", f"{a.status} ({runs})"
+            elif a.status in ("skip", "todo", "xfail"):
+                status, msg = "info", f"{a.status} ({runs})"
+            else:
+                status, msg = "pass", f"passed ({runs})"
+            checks.append(Check(f"kunit.{_short(test)}", kid, "kunit", test, status, msg,
                                 log=a.log))
 
         # dmesg: new signatures vs the baseline
@@ -909,6 +957,11 @@ class Comparison:
                              " without enough runs for a verdict")
         if any(c.status == "not run" for c in checks):
             warns.append("some correctness checks did not run")
+        warns += list(self.input_warnings)
+        if self.configs:
+            from orchestrator.mmconfig import differences
+
+            warns += differences(self.configs, [k.id for k in self.kernels])
         if fails:
             status, headline = "fail", "FAIL: " + "; ".join(fails)
         else:
@@ -945,10 +998,26 @@ class Comparison:
         pub = f"; published {_span(published, True)}" if published else ""
         if r.expected:
             return (f"{text}, as the model predicts ({st.format_pct(pred.change)}{pub}): "
-                    "a cost the series is expected to have")
+                    + self._expected_cost(r.kernel))
         if pred is not None:
-            return f"{text}, not what the model predicts ({st.format_pct(pred.change)}{pub})"
+            size = ""
+            if d.rel_change is not None and pred.change and (
+                    (pred.change > 0) == (d.rel_change > 0)):
+                size = (f": the direction the model predicts, {abs(d.rel_change / pred.change):.0f}x"
+                        " its size")
+            return (f"{text}, not what the model predicts ({st.format_pct(pred.change)}{pub})"
+                    + size)
         return f"{text} (no model prediction for this metric)"
+
+    def _expected_cost(self, kid: str) -> str:
+        """Whose cost a predicted regression is: the series', or the changes between trees."""
+        k, b = self.kernel(kid), self.kernel(self.baseline)
+        if k.series and k.tree == b.tree:
+            return "a cost the series is expected to have"
+        if k.tree != b.tree:
+            return (f"a cost the model expects from the changes between {b.tree or b.name} "
+                    f"and {k.tree or k.name}")
+        return "a cost the model predicts for this kernel"
 
     def _order(self, kid: str) -> int:
         for i, k in enumerate(self.kernels):
@@ -974,7 +1043,11 @@ class Comparison:
                 "dmesg_logs": dict(self.dmesg_logs),
                 "wx": [asdict(w) for w in self.wx],
                 "crashes": [asdict(c) for c in self.crashes],
+                "ktap": [asdict(o) for o in self.ktap],
+                "input_warnings": list(self.input_warnings),
             },
+            "configs": list(self.configs),
+            "attributions": dict(self.attributions),
             "model": {
                 "barriers": [asdict(b) for b in self.barriers],
                 "timing": [asdict(p) for p in self.timing_predictions],
@@ -1008,6 +1081,10 @@ class Comparison:
                 dmesg_logs=dict(corr.get("dmesg_logs", {})),
                 wx=[WXOutcome(**_kw(WXOutcome, w)) for w in corr.get("wx", [])],
                 crashes=[Crash(**_kw(Crash, c)) for c in corr.get("crashes", [])],
+                ktap=[KtapOutcome(**_kw(KtapOutcome, o)) for o in corr.get("ktap", [])],
+                input_warnings=list(corr.get("input_warnings", [])),
+                configs=list(data.get("configs", [])),
+                attributions=dict(data.get("attributions", {})),
                 barriers=[BarrierCount(**_kw(BarrierCount, b))
                           for b in model.get("barriers", [])],
                 timing_predictions=[TimingPrediction(**_kw(TimingPrediction, p))
@@ -1101,17 +1178,34 @@ def _model_check(ci: list[float] | None, pred: TimingPrediction | None) -> str:
     return "higher" if pred.change < lo else "lower"
 
 
+# How far a measured change may be from the model's prediction and still be "as the model
+# predicts": within this factor either way (or the prediction inside the measured interval).
+# Under TCG, costs are not hardware costs: on a quiet host the demo series measured
+# vm_map_ram +19% against +6.5% predicted (x2.9) and +5.1..+6.6% published on hardware. A
+# 6.12 -> 7.3 comparison measured fix_size_alloc p1 +92% against +1.1% predicted (x84): that
+# is not the model's change, and is not called one.
+MAGNITUDE_FACTOR = 3.0
+
+
 def _agrees_with_model(d: st.Difference, pred: TimingPrediction | None,
                        settings: st.Settings) -> bool:
-    """An improved/regressed verdict the model predicts: same direction, and a predicted
-    change at least the floor. Under emulation the size rarely matches, so only the
-    direction is asked of it; the report shows both numbers."""
+    """An improved/regressed verdict the model predicts: same direction, a predicted change
+    at least the floor, and the same size within MAGNITUDE_FACTOR (or the prediction inside
+    the measured confidence interval)."""
     if pred is None or d.verdict not in ("improved", "regressed"):
         return False
     if abs(pred.change) < settings.floor:
         return False
     worse = pred.change > 0 if d.better == "lower" else pred.change < 0
-    return worse == (d.verdict == "regressed")
+    if worse != (d.verdict == "regressed"):
+        return False
+    ci = d.rel_change_ci
+    if ci and ci[0] <= pred.change <= ci[1]:
+        return True
+    if d.rel_change is None or d.rel_change == 0:
+        return False
+    ratio = abs(d.rel_change) / abs(pred.change)
+    return 1 / MAGNITUDE_FACTOR <= ratio <= MAGNITUDE_FACTOR
 
 
 def _span(values: list[float], sign: bool, prefix: str = "") -> str:

@@ -34,7 +34,7 @@ from orchestrator import datafiles
 from orchestrator.errors import InputError
 from orchestrator.paths import GUEST_TESTS, PLANS
 
-PARSERS = {"test_vmalloc", "ptdump", "dmesg", "wx"}
+PARSERS = {"test_vmalloc", "ptdump", "dmesg", "wx", "ktap"}
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 

@@ -44,6 +44,7 @@ class KernelUnderTest:
 def parse_entry(entry: Entry, output: str, dmesg: str) -> dict:
     """Apply the entry's parsers; a parser error is recorded, not raised."""
     from orchestrator.parsers import dmesg as dmesg_parser
+    from orchestrator.parsers import ktap as ktap_parser
     from orchestrator.parsers import ptdump as ptdump_parser
     from orchestrator.parsers import test_vmalloc as tv_parser
 
@@ -59,6 +60,8 @@ def parse_entry(entry: Entry, output: str, dmesg: str) -> dict:
                 parsed[kind] = ptdump_parser.parse(output).to_json()
             elif kind == "wx":
                 parsed[kind] = dmesg_parser.parse(dmesg).to_json().get("wx")
+            elif kind == "ktap":
+                parsed[kind] = ktap_parser.parse(dmesg).to_json()
         except MmlabError as exc:
             parsed[kind] = {"error": str(exc)}
     return parsed
@@ -73,6 +76,9 @@ def entry_verdict(exit_status: int | None, parsed: dict) -> str:
         return "skipped"
     tv = parsed.get("test_vmalloc") or {}
     if exit_status not in (0, None) or tv.get("unexpected_failures"):
+        return "failed"
+    kt = parsed.get("ktap") or {}
+    if kt.get("status") in ("fail", "incomplete"):
         return "failed"
     return "ok"
 
@@ -210,10 +216,18 @@ def summarize(results: list[dict]) -> list[str]:
                     bits.append("...")
                     break
         dm = parsed.get("dmesg") or {}
-        issues = dm.get("unexpected") or []
+        # the dmesg parser's "unexpected" is a count; the messages themselves carry the kinds
+        issues = [m for m in dm.get("messages") or [] if m.get("expected") is None]
         if issues:
             bits.append(f"{len(issues)} kernel message(s): "
-                        + ", ".join(sorted({i.get('kind', '?') for i in issues})))
+                        + ", ".join(sorted({i.get('kind') or '?' for i in issues})))
+        kt = parsed.get("ktap") or {}
+        if kt.get("documents"):
+            c = kt.get("counts") or {}
+            bits.append(f"KTAP {kt.get('status')}: " + ", ".join(
+                f"{v} {k}" for k, v in c.items() if v))
+        for w in (tv.get("coverage") or {}).get("warnings", []):
+            bits.append(f"warning: {w}")
         wx = dm.get("wx") or parsed.get("wx")
         if isinstance(wx, list) and wx:
             bits.append("W+X " + ("FAILED" if any(not w.get("passed", True) for w in wx)

@@ -94,7 +94,7 @@ def test_predicted_regression_is_skipped_unpredicted_is_a_failure():
     comp = fixture()
     m = comp.metric("vm_map_ram_test avg usec")
     for k in ("batching", "nesting"):
-        m.samples[k] = [v * 1.4 for v in m.samples["6.12"]]
+        m.samples[k] = [v * 1.15 for v in m.samples["6.12"]]
     comp.timing_predictions.append(cmp.TimingPrediction(m.id, "nesting", 0.065))
     comp.analyze()
     root = parse(comp)

@@ -472,3 +472,13 @@ def test_panic_then_reboot_ends_at_the_new_boot():
     assert (first.first_line, first.last_line, first.ended_by) == (125, 138, "stop")
     assert second.first_line == 138 + 125
     assert len(report.wx_checks) == 2
+
+
+def test_align_shift_vmalloc_error_of_7_3_is_expected():
+    """7.3 prints the alignment in warn_alloc's vmalloc error; still the deliberate one."""
+    from orchestrator.parsers.dmesg import parse as parse_dmesg
+
+    text = (Path(__file__).parent / "data" / "parsers" / "test_vmalloc_7.3.4_smoke.dmesg").read_text()
+    res = parse_dmesg(text).to_json()
+    kinds = [(m["kind"], m["expected"] is not None) for m in res["messages"]]
+    assert kinds == [("alloc_failure", True)] and res["unexpected"] == 0

@@ -158,9 +158,15 @@ def test_real_failure_is_a_regression():
             "Summary: align_shift_alloc_test passed: 1 failed: 0 xfailed: 0 repeat: 1 loops: 1 avg: 1 usec",
             "xpass",
         ),
+        # no_block_alloc_test (7.x) may fail: a failure is xfailed, a pass is a pass (as
+        # measured on 7.3.4), never an xpass
         (
             "Summary: no_block_alloc_test passed: 0 failed: 0 xfailed: 1 repeat: 1 loops: 1 avg: 1 usec",
             "xfail",
+        ),
+        (
+            "Summary: no_block_alloc_test passed: 2 failed: 0 xfailed: 0 repeat: 2 loops: 1000 avg: 12515 usec",
+            "pass",
         ),
         (
             "Summary: vm_map_ram_test passed: 0 failed: 1 xfailed: 0 repeat: 1 loops: 1 avg: 1 usec",
@@ -228,3 +234,34 @@ def test_worse_status_one_ranking_for_all_consumers():
     # a status this version does not know is treated as badly as a failure
     assert worse_status("pass", "mystery") == "mystery"
     assert worse_status(None, None) is None
+
+
+def test_real_7_3_smoke_run_covers_every_case_the_module_offers():
+    """Real 7.3.4 output: 13 cases at mask 8191, xfailed format, nothing unexpected."""
+    from orchestrator.parsers.test_vmalloc import parse_with_guest
+
+    d = Path(__file__).parent / "data" / "parsers"
+    res = parse_with_guest((d / "test_vmalloc_7.3.4_smoke.dmesg").read_text(),
+                           (d / "test_vmalloc_7.3.4_smoke.out").read_text())
+    run = res["runs"][0]
+    assert run["format"] == "xfailed" and run["complete"] and res["passed"]
+    assert len(run["tests"]) == 13 and res["coverage"]["offered"] == 13
+    assert res["coverage"]["warnings"] == []
+    assert run["tests"]["align_shift_alloc_test"]["status"] == "xfail"
+    assert run["tests"]["no_block_alloc_test"]["status"] == "pass"
+    assert res["unexpected_failures"] == []
+
+
+def test_a_run_on_the_module_default_mask_is_a_warning():
+    """7.x defaults run_test_mask to 7: a smoke run without a mask covers 3 of 13 cases."""
+    from orchestrator.parsers.test_vmalloc import parse_with_guest
+
+    d = Path(__file__).parent / "data" / "parsers"
+    dmesg = "\n".join(ln for ln in (d / "test_vmalloc_7.3.4_smoke.dmesg").read_text().splitlines()
+                      if "Summary:" not in ln or any(t in ln for t in (
+                          "fix_size_alloc_test", "full_fit_alloc_test", "long_busy_list")))
+    out = ("mmlab-vmalloc: mode=smoke cpus=2 params=test_loop_count=1000 test_repeat_count=2\n"
+           "mmlab-vmalloc: offered_mask=8191\n")
+    res = parse_with_guest(dmesg, out)
+    (w,) = res["coverage"]["warnings"]
+    assert "default run_test_mask: 3 of 13 test cases" in w and "run_test_mask=8191" in w
