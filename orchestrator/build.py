@@ -333,6 +333,11 @@ def _build_locked(req: BuildRequest, key: str, final: Path, keep_work: bool) -> 
 def build_command(tree, ref, series_specs, fragments, name, jobs_, rebuild, keep_work,
                   check_config_only, as_json):
     """Build an arm64 kernel (Image, vmlinux, modules) into the artifact cache."""
+    from orchestrator.releases import report, tree_for_series
+
+    if len(series_specs) == 1 and ref is None:
+        tree, notes = tree_for_series(series_specs[0], tree)
+        report(notes)
     source = resolve_tree(tree, ref)
     series = [load_series_spec(s, source) for s in series_specs]
     req = BuildRequest.for_tree(source, fragments, series=series,

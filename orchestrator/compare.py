@@ -593,6 +593,11 @@ def _compare_command():
         import sys
 
         if series_spec or refs:
+            from orchestrator.releases import report as report_notes
+            from orchestrator.releases import tree_for_series
+
+            tree, notes = tree_for_series(series_spec, tree)
+            report_notes(notes)
             spec = ComparisonSpec(name="cli", baseline="baseline", tree=tree, kernels=[])
             if refs:
                 spec.kernels = [KernelSpec("baseline", ref=refs[0]),
