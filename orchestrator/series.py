@@ -717,13 +717,18 @@ def show_command(source: str, repo: str | None, as_json: bool, show_diff: bool) 
 
 @series_command.command("check")
 @click.argument("source")
-@click.option("--tree", required=True, type=click.Path(file_okay=False),
-              help="The tree to check against (not modified).")
+@click.option("--tree", required=True,
+              help="The tree to check against (not modified): a directory, or any tree "
+              "`mmlab build --tree` takes (debian:7.3, a tarball, a .deb).")
 @_repo_opt
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check_command(source: str, tree: str, repo: str | None, as_json: bool) -> None:
     """Check whether SOURCE applies to TREE; print every hunk that fails and why."""
     s = load_series(source, repo=repo)
+    if not Path(tree).is_dir():
+        from orchestrator.sources import resolve_tree
+
+        tree = str(resolve_tree(tree).pristine())  # checking never writes the tree
     result = check_series(s, tree)
     if as_json:
         click.echo(json.dumps({"series": s.name, "sha256": s.content_hash, "applies": result.ok,
