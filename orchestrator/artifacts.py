@@ -19,7 +19,9 @@ version). See :mod:`orchestrator.build`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,16 @@ from orchestrator.errors import InputError
 from orchestrator.paths import cache_dir
 
 METADATA = "metadata.json"
+VERIFY_ENV = "MMLAB_VERIFY"  # "1": check every file's sha256 on use (CI sets CI=true: same)
+
+
+class CorruptArtifact(InputError):
+    """An artifact whose files do not match its metadata (truncated, edited, half-deleted)."""
+
+
+def full_verify_default() -> bool:
+    """sha256 checks on every use: in CI, or when MMLAB_VERIFY=1; sizes are always checked."""
+    return os.environ.get(VERIFY_ENV, "") == "1" or os.environ.get("CI", "") == "true"
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,53 @@ class Artifact:
                 f"{path} is not a kernel artifact (no {METADATA})",
                 hint="pass a directory printed by `mmlab build`, or an artifact key",
             )
-        return cls(path=path.resolve(), metadata=json.loads(meta.read_text()))
+        try:
+            data = json.loads(meta.read_text())
+            if not isinstance(data, dict) or "key" not in data:
+                raise ValueError("no key")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptArtifact(
+                f"{meta} is unreadable ({type(exc).__name__}: truncated or edited?)",
+                hint=f"delete {path} (or `mmlab build --rebuild` with the same inputs)") from exc
+        return cls(path=path.resolve(), metadata=data)
+
+    def verify(self, full: bool | None = None) -> None:
+        """Raise CorruptArtifact unless every recorded file is there with its recorded size
+        (and, with ``full``, its recorded sha256). Artifacts from before sizes were recorded
+        are checked for presence (and sha256 when ``full``)."""
+        full = full_verify_default() if full is None else full
+        files = self.metadata.get("files") or {}
+        sizes = self.metadata.get("sizes") or {}
+        backfill = bool(files) and not sizes  # built before sizes were recorded
+        full = full or backfill
+        hint = f"delete {self.path} and build again (`mmlab build --rebuild` with the same inputs)"
+        for rel, digest in files.items():
+            p = self.path / rel
+            try:
+                size = p.stat().st_size
+            except OSError:
+                raise CorruptArtifact(f"artifact {self.key[:12]}: {rel} is missing",
+                                      hint=hint) from None
+            if rel in sizes and size != sizes[rel]:
+                raise CorruptArtifact(f"artifact {self.key[:12]}: {rel} is {size} bytes, the "
+                                      f"build wrote {sizes[rel]} (truncated or replaced)",
+                                      hint=hint)
+            if full:
+                h = hashlib.sha256()
+                with open(p, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        h.update(chunk)
+                if h.hexdigest() != digest:
+                    raise CorruptArtifact(f"artifact {self.key[:12]}: {rel} does not match its "
+                                          "recorded sha256", hint=hint)
+        if backfill:  # every file checked by sha256: record the sizes for the cheap check
+            from orchestrator.atomic import atomic_write_json
+
+            self.metadata["sizes"] = {rel: (self.path / rel).stat().st_size for rel in files}
+            try:
+                atomic_write_json(self.path / METADATA, self.metadata)
+            except OSError:
+                pass  # a read-only cache: the full check runs again next time
 
     @property
     def key(self) -> str:
@@ -108,11 +166,15 @@ def find(key_or_path: str) -> Artifact:
     """An artifact by directory path, full key or unique key prefix."""
     p = Path(key_or_path)
     if p.is_dir():
-        return Artifact.load(p)
+        art = Artifact.load(p)
+        art.verify()
+        return art
     root = cache_dir("artifacts")
     matches = [d for d in root.iterdir() if d.is_dir() and d.name.startswith(key_or_path)]
     if len(matches) == 1:
-        return Artifact.load(matches[0])
+        art = Artifact.load(matches[0])
+        art.verify()
+        return art
     if not matches:
         raise InputError(
             f"no kernel artifact {key_or_path!r} in {root}",

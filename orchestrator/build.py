@@ -208,14 +208,33 @@ def build_kernel(req: BuildRequest, *, rebuild: bool = False, keep_work: bool = 
     key = req.key()
     final = artifact_dir(key)
     if (final / METADATA).is_file() and not rebuild:
-        progress.info(f"build: cache hit {key[:12]} ({req.name or 'kernel'})")
-        return Artifact.load(final)
+        hit = _cached(final)
+        if hit is not None:
+            progress.info(f"build: cache hit {key[:12]} ({req.name or 'kernel'})")
+            return hit
 
     with _lock(cache_dir("work") / f"{key}.lock"):
         sweep_trash(cache_dir("work"))
         if (final / METADATA).is_file() and not rebuild:
-            return Artifact.load(final)
+            hit = _cached(final)
+            if hit is not None:
+                return hit
         return _build_locked(req, key, final, keep_work)
+
+
+def _cached(final: Path) -> Artifact | None:
+    """The cached artifact, verified (sizes; sha256 in CI or with MMLAB_VERIFY=1); a corrupt
+    one is removed (with a warning naming what is wrong) and built again."""
+    from orchestrator.artifacts import CorruptArtifact
+
+    try:
+        art = Artifact.load(final)
+        art.verify()
+        return art
+    except CorruptArtifact as exc:
+        progress.info(f"warning: {exc}; building it again")
+        discard_dir(final)
+        return None
 
 
 def _build_locked(req: BuildRequest, key: str, final: Path, keep_work: bool) -> Artifact:
@@ -272,6 +291,7 @@ def _build_locked(req: BuildRequest, key: str, final: Path, keep_work: bool) -> 
 
         files = {p.relative_to(staging).as_posix(): sha256_file(p)
                  for p in sorted(staging.rglob("*")) if p.is_file()}
+        sizes = {rel: (staging / rel).stat().st_size for rel in files}
         metadata = {
             "schema": "mmlab.artifact/1",
             "key": key,
@@ -295,6 +315,7 @@ def _build_locked(req: BuildRequest, key: str, final: Path, keep_work: bool) -> 
             "host": {"platform": platform.platform(), "python": sys.version.split()[0],
                      "mmlab": __version__, "mmlab_revision": _mmlab_revision()},
             "files": files,
+            "sizes": sizes,
         }
         shutil.copy2(log_path, staging / "build.log")
         atomic_write_text(staging / "reproduce.sh", _reproducer(req, kb.commands))

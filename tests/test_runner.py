@@ -133,3 +133,20 @@ def test_killed_run_keeps_results_and_resumes(tmp_path, kernel_artifact):
     results = [json.loads(p.read_text()) for p in (out / "results").rglob("r*.json")]
     assert len(results) == 6 and all(r["verdict"] == "ok" for r in results)
     assert "fix_size_alloc_test pass" in done.stdout
+
+
+def test_summary_lines_name_kernel_messages_ktap_and_coverage(tmp_path):
+    """`mmlab run`'s summary on results with kernel messages (the dmesg parser's
+    `unexpected` is a count: the summary crashed on it), a KTAP result and a coverage
+    warning."""
+    from orchestrator.runner import summarize
+
+    r = {"kernel": "v7.3", "entry": "smoke", "repeat": 0, "verdict": "failed",
+         "parsed": {"dmesg": {"unexpected": 2, "messages": [
+             {"kind": "warning", "expected": None}, {"kind": "oops", "expected": None},
+             {"kind": "alloc_failure", "expected": "align_shift_alloc_test"}]},
+             "test_vmalloc": {"runs": [], "coverage": {"warnings": ["only 3 of 13 cases"]}},
+             "ktap": {"documents": [{}], "status": "fail", "counts": {"pass": 1, "fail": 1}}}}
+    (line,) = summarize([r])
+    assert "2 kernel message(s): oops, warning" in line
+    assert "KTAP fail: 1 pass, 1 fail" in line and "warning: only 3 of 13 cases" in line
