@@ -97,6 +97,10 @@ def load_plan_with(name_or_path: str, *, entries: str | Sequence[str] | None = N
     """``load_plan`` with a command line's overrides: only the ``entries`` named (a list or
     a comma-separated string), and ``repeats`` and ``profile`` where given."""
     plan = load_plan(name_or_path)
+    if repeats is not None and (isinstance(repeats, bool) or not isinstance(repeats, int)
+                                or repeats < 1):
+        raise InputError(f"--repeats {repeats}: a plan runs each entry at least once",
+                         hint="give --repeats 1 or more (3 or more for timing statistics)")
     if isinstance(entries, str):
         entries = [e for e in entries.split(",") if e]
     if entries:
@@ -111,6 +115,10 @@ def plan_from_dict(data: dict, path: Path | None = None) -> Plan:
     def bad(msg: str) -> InputError:
         return InputError(f"{where}: {msg}", hint="see the format in orchestrator/plans.py")
 
+    top = {"name", "description", "profile", "repeats", "boot", "entry"}
+    if set(data) - top:
+        raise bad(f"unknown key(s) {', '.join(sorted(set(data) - top))} (known: "
+                  f"{', '.join(sorted(top))})")
     entries = []
     seen = set()
     for i, raw in enumerate(data.get("entry", []), 1):
@@ -131,15 +139,22 @@ def plan_from_dict(data: dict, path: Path | None = None) -> Plan:
         known = {"id", "run", "timeout", "parse", "workload", "once", "description"}
         if set(raw) - known:
             raise bad(f"entry {eid}: unknown keys {sorted(set(raw) - known)}")
-        entries.append(Entry(id=eid, run=tuple(run), timeout=float(raw.get("timeout", 120)),
+        try:
+            timeout = float(raw.get("timeout", 120))
+        except (TypeError, ValueError):
+            raise bad(f"entry {eid}: timeout {raw.get('timeout')!r} is not a number") from None
+        if not timeout > 0 or timeout != timeout or timeout == float("inf"):
+            raise bad(f"entry {eid}: timeout must be a positive number of seconds, "
+                      f"got {raw.get('timeout')!r}")
+        entries.append(Entry(id=eid, run=tuple(run), timeout=timeout,
                              parse=parse, workload=raw.get("workload"),
                              once=bool(raw.get("once", False)),
                              description=str(raw.get("description", ""))))
     if not entries:
         raise bad("no [[entry]] tables")
-    repeats = int(data.get("repeats", 3))
-    if repeats < 1:
-        raise bad("repeats must be >= 1")
+    repeats = data.get("repeats", 3)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise bad(f"repeats must be a whole number >= 1, got {repeats!r}")
     boot = data.get("boot", "per-repeat")
     if boot not in ("per-repeat", "per-entry"):
         raise bad("boot must be per-repeat or per-entry")

@@ -130,3 +130,31 @@ def test_compare_on_a_lab_with_a_bad_inventory_stops_before_building(tmp_path):
     res = _mmlab("--lab", str(inv), "--boards", "zz", "--out", str(tmp_path / "out"))
     assert res.returncode == 2 and "has no board(s) zz" in res.stderr, res.stdout + res.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("body,match", [
+    ('[[kernel]]\nname = "a/b"\n[[kernel]]\nname = "c"\n', "kernel name 'a/b' is not a short"),
+    ('[[kernel]]\nname = "../x"\n[[kernel]]\nname = "c"\n', "kernel name '../x'"),
+    ('[[kernel]]\nname = "my kernel"\n[[kernel]]\nname = "c"\n', "kernel name 'my kernel'"),
+    ('[[kernel]]\nname = "a"\ncolour = 1\n[[kernel]]\nname = "c"\n',
+     r"\[\[kernel\]\] 1 \(a\): unknown key\(s\) colour"),
+    ('kernel = "a"\n', "`kernel` must be an array of tables"),
+    ('baselin = "a"\n[[kernel]]\nname = "a"\n[[kernel]]\nname = "c"\n', "unknown key"),
+    ('[barriers]\nnr_page = [1]\n[[kernel]]\nname = "a"\n[[kernel]]\nname = "c"\n',
+     r"unknown \[barriers\] key\(s\) nr_page"),
+    ('[[kernel]]\nseries = "x"\n[[kernel]]\nname = "c"\n', "has no name"),
+])
+def test_bad_comparison_files_fail_at_load_with_one_line(tmp_path, body, match):
+    """Checked before any build (a name with a space used to cost ~35 min of builds first)."""
+    f = tmp_path / "c.toml"
+    f.write_text(body)
+    with pytest.raises(InputError, match=match) as ei:
+        load_comparison(str(f))
+    assert "\n" not in str(ei.value) and ei.value.hint
+
+
+def test_upstream_comparison_names_three_releases_with_their_trees():
+    spec = load_comparison("upstream")
+    assert [(k.name, k.tree) for k in spec.kernels] == [
+        ("v6.12", "debian:6.12"), ("v6.18", "debian:6.18"), ("v7.3", "debian:7.3")]
+    assert spec.baseline == "v6.12"

@@ -37,7 +37,11 @@ def test_default_plan_loads_with_timed_and_once_entries():
      "not a unique simple name"),
     ({"entry": [{"id": "a", "run": "ptdump.sh -n 3"}]}, "non-empty list of strings"),
     ({"entry": [{"id": "a", "run": ["ptdump.sh"], "colour": 1}]}, "unknown keys"),
-    ({"repeats": 0, "entry": [{"id": "a", "run": ["ptdump.sh"]}]}, "repeats must be >= 1"),
+    ({"repeats": 0, "entry": [{"id": "a", "run": ["ptdump.sh"]}]}, "repeats must be a whole number >= 1"),
+    # `repeat = 1` (a typo) was ignored and gave the default 3 repeats
+    ({"repeat": 1, "entry": [{"id": "a", "run": ["ptdump.sh"]}]}, "unknown key\\(s\\) repeat "),
+    ({"entry": [{"id": "a", "run": ["ptdump.sh"], "timeout": -5}]}, "timeout must be a positive"),
+    ({"entry": [{"id": "a", "run": ["ptdump.sh"], "timeout": "soon"}]}, "is not a number"),
 ])
 def test_bad_plans_are_clear_errors(data, match):
     with pytest.raises(InputError, match=match):
@@ -59,9 +63,13 @@ def test_command_line_overrides_of_a_plan():
     some = load_plan_with("default", entries="fix_size_p1,,smoke", repeats=7, profile="x")
     assert [e.id for e in some.entries] == ["fix_size_p1", "smoke"]
     assert (some.repeats, some.profile) == (7, "x")
-    listed = load_plan_with("default", entries=["vm_map_ram"], repeats=0)
-    assert [e.id for e in listed.entries] == ["vm_map_ram"] and listed.repeats == 0
+    listed = load_plan_with("default", entries=["vm_map_ram"], repeats=1)
+    assert [e.id for e in listed.entries] == ["vm_map_ram"] and listed.repeats == 1
     assert listed.profile == plain.profile
+    # --repeats 0 or negative ran nothing and exited 0: now refused before any work
+    for bad in (0, -2):
+        with pytest.raises(InputError, match=f"--repeats {bad}: a plan runs each entry"):
+            load_plan_with("default", repeats=bad)
     with pytest.raises(InputError, match="has no entries nope"):
         load_plan_with("default", entries="smoke,nope")
 
