@@ -402,11 +402,28 @@ class _Overlay:
         self.modes: dict[str, int] = {}
 
     def _safe(self, rel: str) -> Path:
+        """``tree/rel``, refused when it can reach outside the tree: an absolute path, a
+        ``..`` component, or a symlink on the way (a directory link would let a patch write
+        anywhere; a file link is read only when it points inside the tree, and is replaced,
+        never written through)."""
         parts = Path(rel).parts
+        hint = "refusing to apply; check where this patch comes from"
         if Path(rel).is_absolute() or ".." in parts or not parts:
-            raise InputError(f"patch touches a path outside the tree: {rel}",
-                             hint="refusing to apply; check where this patch comes from")
-        return self.tree / rel
+            raise InputError(f"patch touches a path outside the tree: {rel}", hint=hint)
+        p = self.tree
+        for part in parts[:-1]:
+            p = p / part
+            if p.is_symlink():
+                raise InputError(f"patch touches {rel}, but {p.relative_to(self.tree)} in the "
+                                 "tree is a symlink", hint=hint)
+        dest = self.tree / rel
+        if dest.is_symlink():
+            root = self.tree.resolve()
+            target = dest.resolve()
+            if target != root and root not in target.parents:
+                raise InputError(f"patch touches {rel}, a symlink in the tree that points "
+                                 f"outside it ({target})", hint=hint)
+        return dest
 
     def exists(self, rel: str) -> bool:
         if rel in self.files:

@@ -574,3 +574,42 @@ def test_pipermail_obfuscation_inside_the_diff_is_undone(tmp_path: Path) -> None
     assert "look at mm.c" in p.diff  # not an address: left alone
     assert p.author == "Dev Jain <dev.jain@arm.com>"
     assert p.repairs[0].startswith("undid pipermail's address obfuscation")
+
+
+def _one_file_patch(path: str, old: str, new: str) -> str:
+    return (f"From 1 Mon Sep 17 00:00:00 2001\nFrom: t <t@e.org>\nSubject: [PATCH] t\n\n---\n"
+            f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1 +1 @@\n"
+            f"-{old}\n+{new}\n-- \n2\n")
+
+
+@pytest.mark.parametrize("layout", ["dir-link", "file-link-outside"])
+def test_a_patch_never_writes_through_a_symlink_out_of_the_tree(tmp_path: Path, layout):
+    """A tree holding a symlink to outside (a directory, or a file) must not let a patch
+    create, change or delete anything outside --tree (the check used to be on path text)."""
+    tree, outside = tmp_path / "tree", tmp_path / "outside"
+    tree.mkdir()
+    outside.mkdir()
+    (outside / "victim.c").write_text("secret\n")
+    if layout == "dir-link":
+        (tree / "lib").symlink_to(outside, target_is_directory=True)
+        rel = "lib/victim.c"
+    else:
+        (tree / "victim.c").symlink_to(outside / "victim.c")
+        rel = "victim.c"
+    p = tmp_path / "x.patch"
+    p.write_text(_one_file_patch(rel, "secret", "owned"))
+    with pytest.raises(InputError, match="symlink"):
+        apply_series(load_series(str(p)), tree)
+    assert (outside / "victim.c").read_text() == "secret\n"
+
+
+def test_a_symlink_inside_the_tree_is_replaced_not_written_through(tmp_path: Path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "real.c").write_text("a\n")
+    (tree / "alias.c").symlink_to("real.c")
+    p = tmp_path / "x.patch"
+    p.write_text(_one_file_patch("alias.c", "a", "b"))
+    apply_series(load_series(str(p)), tree)
+    assert (tree / "alias.c").read_text() == "b\n" and not (tree / "alias.c").is_symlink()
+    assert (tree / "real.c").read_text() == "a\n"
