@@ -352,6 +352,9 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
                         text=plan.path.read_text() if plan.path else json.dumps(plan.to_json()))
     entries = {e.id: e for e in plan.entries}
     results = sorted(store.load_all(), key=lambda r: (r["repeat"], r["kernel"], r["entry"]))
+    for p in store.unreadable:
+        comp.input_warnings.append(f"unreadable result {rel(p)} left out (damaged after it was "
+                                   "written?); `--resume` runs it again")
     vm: dict = {}
     seen_logs: set = set()
     for r in results:

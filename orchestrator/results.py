@@ -10,7 +10,8 @@ A run directory (``--out``, default ``./mmlab-results/<run-id>``) holds::
     logs/<kernel>/<entry>-r<N>.out   the entry's output
 
 A killed run leaves every finished result readable; ``--resume`` skips the results that
-exist and runs the rest.
+are complete and valid and runs the rest: a placeholder (``not-run``: the boot ended before
+the entry; ``boot-failed``) or a result file that does not parse is run again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ def host_info() -> dict:
     return {"platform": platform.platform(), "machine": platform.machine(),
             "python": sys.version.split()[0], "mmlab": __version__,
             "argv": sys.argv}
+
+
+# Verdicts written as placeholders: the entry did not really run, so a resume runs it.
+RETRY_VERDICTS = ("not-run", "boot-failed")
+RESULT_KEYS = ("kernel", "entry", "repeat", "verdict")
+
+
+def _read_result(path: Path) -> dict | None:
+    """The result in ``path`` when it is whole (valid JSON with the keys every result has)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or any(k not in data for k in RESULT_KEYS):
+        return None
+    return data
 
 
 @dataclass
@@ -71,7 +88,9 @@ class RunStore:
         return p
 
     def has(self, kernel: str, entry: str, repeat: int) -> bool:
-        return self.result_path(kernel, entry, repeat).is_file()
+        """A complete, valid result that really ran (not a placeholder) is there."""
+        data = _read_result(self.result_path(kernel, entry, repeat))
+        return data is not None and data["verdict"] not in RETRY_VERDICTS
 
     def write(self, kernel: str, entry: str, repeat: int, result: dict) -> Path:
         path = self.result_path(kernel, entry, repeat)
@@ -79,12 +98,16 @@ class RunStore:
         return path
 
     def load_all(self) -> list[dict]:
+        """Every whole result; files that do not parse are listed in ``self.unreadable``
+        (never dropped silently: callers say so, and ``--resume`` runs them again)."""
         out = []
+        self.unreadable: list[Path] = []
         for p in sorted((self.root / "results").rglob("r*.json")):
-            try:
-                out.append(json.loads(p.read_text()))
-            except json.JSONDecodeError:  # cannot happen with atomic writes; be safe
+            data = _read_result(p)
+            if data is None:
+                self.unreadable.append(p)
                 continue
+            out.append(data)
         return out
 
     def manifest(self) -> dict:

@@ -305,8 +305,11 @@ def _run_command():
             for line in summarize(results):
                 click.echo(line)
             click.echo(f"results: {out}")
+        for p in store.unreadable:
+            click.echo(f"mmlab: warning: unreadable result {p} (damaged after it was written?);"
+                       " `--resume` runs it again", err=True)
         bad = [r for r in results if r["verdict"] not in ("ok", "skipped")]
-        if bad:
+        if bad or store.unreadable:
             raise SystemExit(1)
 
     return run_command

@@ -83,9 +83,10 @@ def test_store_refuses_to_mix_runs(tmp_path):
         RunStore(tmp_path / "r").start({"fingerprint": "two"}, resume=True)
     with pytest.raises(InputError, match="nothing to resume"):
         RunStore(tmp_path / "other").start({"fingerprint": "one"}, resume=True)
-    store.write("k", "e", 0, {"verdict": "ok"})
+    ok = {"kernel": "k", "entry": "e", "repeat": 0, "verdict": "ok"}
+    store.write("k", "e", 0, ok)
     assert store.has("k", "e", 0) and not store.has("k", "e", 1)
-    assert store.load_all() == [{"verdict": "ok"}]
+    assert store.load_all() == [ok]
     assert not list((tmp_path / "r").rglob("*.tmp")), "no temporary files left"
 
 
@@ -158,3 +159,18 @@ def test_summary_lines_name_kernel_messages_ktap_and_coverage(tmp_path):
     (line,) = summarize([r])
     assert "2 kernel message(s): oops, warning" in line
     assert "KTAP fail: 1 pass, 1 fail" in line and "warning: only 3 of 13 cases" in line
+
+
+def test_resume_reruns_placeholders_and_damaged_results(tmp_path):
+    store = RunStore(tmp_path / "r")
+    store.start({"fingerprint": "x"}, resume=False)
+    base = {"kernel": "k", "entry": "e", "repeat": 0}
+    store.write("k", "e", 0, base | {"verdict": "ok"})
+    store.write("k", "e", 1, base | {"repeat": 1, "verdict": "not-run"})
+    store.write("k", "e", 2, base | {"repeat": 2, "verdict": "boot-failed"})
+    store.write("k", "e", 3, base | {"repeat": 3, "verdict": "failed"})
+    store.result_path("k", "e", 4).write_text('{"kernel": "k", "entry": "e", "rep')
+    assert [store.has("k", "e", r) for r in range(5)] == [True, False, False, True, False]
+    results = store.load_all()
+    assert len(results) == 4                       # the damaged one is not a result ...
+    assert store.unreadable == [store.result_path("k", "e", 4)]   # ... and is said so
