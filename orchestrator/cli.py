@@ -63,8 +63,19 @@ def cli() -> None:
     """mmlab: build, boot, test and judge arm64 Linux memory-management patch series."""
 
 
+def check_environment() -> None:
+    """Settings from the environment, checked before any command starts work."""
+    import os
+
+    if os.environ.get("MMLAB_TIMEOUT_SCALE"):
+        from orchestrator.targets.qemu import env_timeout_scale
+
+        env_timeout_scale()
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
+        check_environment()
         rv = cli.main(args=argv, prog_name="mmlab", standalone_mode=False)
         if isinstance(rv, int) and rv:  # ctx.exit(N) in non-standalone mode returns N
             sys.exit(rv)

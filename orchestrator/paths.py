@@ -37,5 +37,12 @@ def cache_dir(kind: str) -> Path:
     source packages), ``images`` (initramfs), ``plugins`` (QEMU plugins), ``tmp``.
     """
     path = cache_root() / kind
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from orchestrator.errors import InputError
+
+        raise InputError(f"cannot use the cache directory {cache_root()}: {exc.strerror}",
+                         hint="set MMLAB_CACHE to a writable directory (or unset it: "
+                              "~/.cache/mmlab)") from None
     return path

@@ -69,3 +69,19 @@ def test_ensure_fetches_what_mmlab_fetches_itself_without_root(monkeypatch, tmp_
     hosttools.ensure({"image"}, install=False, why="mmlab run")
     deb = debpkg.ensure_busybox(install=False)
     assert deb.is_file() and deb.name.startswith("busybox-static_") and "arm64" in deb.name
+
+
+def test_bad_environment_settings_are_one_line_errors(tmp_path):
+    """MMLAB_TIMEOUT_SCALE=abc and an unusable MMLAB_CACHE were tracebacks."""
+    import os
+    import subprocess
+    import sys
+
+    for env, match in ((dict(MMLAB_TIMEOUT_SCALE="abc"), "MMLAB_TIMEOUT_SCALE='abc' is not a"),
+                       (dict(MMLAB_TIMEOUT_SCALE="-1"), "is not a positive number"),
+                       (dict(MMLAB_CACHE=str(tmp_path / "file" / "x")), "cannot use the cache")):
+        (tmp_path / "file").write_text("not a directory")
+        proc = subprocess.run([sys.executable, "-m", "orchestrator", "trees"],
+                              env=os.environ | env, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and match in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr

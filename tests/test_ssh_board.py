@@ -310,3 +310,16 @@ def test_boot_by_hook_and_restore_by_power(board, board_kernel, keys, known_host
     assert board.state()["power_cycles"] == cycles + 2          # the hook's, the restore's
     after = target.running_kernel(target.connect())
     assert session.info.details["token"] not in after["cmdline"]
+
+
+def test_a_malformed_known_hosts_line_is_a_one_line_error(tmp_path):
+    """A damaged known_hosts line was a traceback (paramiko's InvalidHostKey is no
+    SSHException); nothing is contacted before the file is read."""
+    from orchestrator.targets.ssh import _Connection
+
+    kh = tmp_path / "known_hosts"
+    kh.write_text("[127.0.0.1]:2222 ssh-ed25519 AAAA!!!notbase64\n")
+    cfg = BoardConfig(name="b1", address="127.0.0.1", port=9, known_hosts=str(kh), agent=False)
+    with pytest.raises(InputError, match="malformed entry") as ei:
+        _Connection(cfg).open(timeout=1)
+    assert "\n" not in str(ei.value) and "known_hosts" in ei.value.hint

@@ -42,6 +42,21 @@ QEMU = "qemu-system-aarch64"
 # ---------------------------------------------------------------------------- profiles
 
 
+def env_timeout_scale() -> float:
+    """MMLAB_TIMEOUT_SCALE (a positive number, default 1): multiplies every target timeout."""
+    from orchestrator.errors import InputError
+
+    text = os.environ.get("MMLAB_TIMEOUT_SCALE", "") or "1"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise InputError(f"MMLAB_TIMEOUT_SCALE={text!r} is not a positive number",
+                         hint="unset it, or set e.g. MMLAB_TIMEOUT_SCALE=2 on a slow machine")
+    return value
+
+
 @dataclass(frozen=True)
 class Profile:
     """A QEMU machine, as read from ``qemu_profiles/<name>.toml``."""
@@ -80,7 +95,7 @@ class Profile:
     @property
     def timeout_scale(self) -> float:
         scale = self.tcg_timeout_scale if self.resolved_accel() == "tcg" else 1.0
-        return scale * float(os.environ.get("MMLAB_TIMEOUT_SCALE", "1") or 1)
+        return scale * env_timeout_scale()
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self._FIELDS}

@@ -233,9 +233,13 @@ class _Connection:
         if kh.exists():
             try:
                 client.load_host_keys(str(kh))
-            except (OSError, paramiko.SSHException) as exc:
-                raise InputError(f"board {cfg.name}: cannot read known_hosts {kh}: {exc}",
-                                 hint="fix or replace the known_hosts file") from exc
+            except (OSError, paramiko.SSHException, paramiko.hostkeys.InvalidHostKey,
+                    ValueError) as exc:
+                # InvalidHostKey (a malformed line) is no SSHException in paramiko 3
+                line = exc.args[0] if isinstance(exc, paramiko.hostkeys.InvalidHostKey) else exc
+                raise InputError(f"board {cfg.name}: cannot read known_hosts {kh}: malformed "
+                                 f"entry {str(line)[:80]!r}",
+                                 hint="fix or delete that line of the known_hosts file") from None
         elif not cfg.trust_on_first_use:
             raise HostKeyRefused(
                 f"board {cfg.name}: known_hosts file {kh} does not exist",
