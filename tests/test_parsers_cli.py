@@ -47,3 +47,24 @@ def test_parse_ptdump_entries():
     p = mmlab("parse", "ptdump", str(DATA / "real_ptdump_boot_612.txt"), "--entries")
     out = json.loads(p.stdout)
     assert out["dumps"] == 1 and out["per_dump"][0]["sections"][0]["entries"]
+
+
+def test_parse_refuses_binary_and_oversized_input_before_parsing(tmp_path):
+    """200 MB of random bytes took 58 s and 3.5 GB and exited 0: now refused up front."""
+    import os
+
+    blob = tmp_path / "random.bin"
+    blob.write_bytes(os.urandom(2_000_000))
+    r = mmlab("parse", "dmesg", str(blob))
+    assert r.returncode == 2 and "is not text" in r.stderr and "Traceback" not in r.stderr
+    big = tmp_path / "big.log"
+    big.write_text("[    1.000000] hello\n" * 60_000)          # ~1.3 MB of text
+    r = mmlab("parse", "dmesg", str(big), "--max-mb", "1")
+    assert r.returncode == 2 and "larger than 1 MB" in r.stderr
+
+
+def test_parse_ktap():
+    r = mmlab("parse", "ktap", str(Path(__file__).parent / "data" / "ktap" /
+                                   "test_kernel_panic_interrupt.log"))
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["status"] == "incomplete" and out["counts"]["pass"] == 8
