@@ -65,6 +65,28 @@ def sweep_trash(parent: Path) -> None:
                          start_new_session=True)
 
 
+def sweep_stale_staging(parent: Path) -> list[Path]:
+    """Remove ``.staging-*-<pid>`` directories whose process is gone (a SIGKILLed build
+    or extraction leaves its staging directory behind); returns what was swept."""
+    import shutil
+
+    swept = []
+    for d in parent.glob(".staging-*"):
+        pid_text = d.name.rsplit("-", 1)[-1]
+        if not pid_text.isdigit():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+            continue  # still running (or not ours to signal): leave it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        swept.append(d)
+    return swept
+
+
 def publish_dir(staging: Path, final: Path) -> Path:
     """Move a fully written staging directory to its final name in one rename.
 

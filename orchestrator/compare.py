@@ -494,6 +494,9 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
            install=install_missing, why="mmlab compare")
     plan = load_plan_with(spec.plan, entries=entries, repeats=repeats,
                           profile=profile or spec.profile)
+    from orchestrator.targets.qemu import load_profile
+
+    load_profile(plan.profile)  # a bad --profile fails before any build
     t0 = time.monotonic()
     arts = build_all(spec)
     t_build = time.monotonic() - t0

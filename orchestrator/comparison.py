@@ -43,6 +43,9 @@ REFERENCE_PATH = Path(__file__).with_name("reference_deltas.toml")
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "results.schema.json"
 
 
+# The largest magnitude a sample may have: statistics on samples near the float limit
+# overflow (1e308 gave "improved" verdicts from inf); no real measurement comes near it.
+SAMPLE_LIMIT = 1e15
 CHECK_STATUSES = ("pass", "fail", "xfail", "known", "info", "not run")
 OVERALL = ("pass", "warn", "fail")
 
@@ -556,6 +559,9 @@ class Comparison:
                             or not math.isfinite(v):
                         raise InputError(f"metric {m.id}, kernel {k}: sample {v!r} is not a "
                                          "finite number", hint=hint)
+                    if abs(v) > SAMPLE_LIMIT:  # sums of such samples overflow to inf
+                        raise InputError(f"metric {m.id}, kernel {k}: sample {v!r} is out of "
+                                         f"range (|x| <= {SAMPLE_LIMIT:g})", hint=hint)
         for group in (self.vmalloc, self.dmesg, self.wx, self.crashes, self.barriers,
                       self.timing_predictions, self.logs, self.ktap):
             for item in group:

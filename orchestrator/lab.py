@@ -40,6 +40,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import socket
 import time
 import tomllib
@@ -89,6 +90,9 @@ class Inventory:
         return boards
 
 
+_BOARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
 def load_inventory(path: str | Path) -> Inventory:
     """Read and validate an inventory; errors name the board and the key."""
     from orchestrator.targets.ssh import BoardConfig
@@ -131,6 +135,11 @@ def load_inventory(path: str | Path) -> Inventory:
         if unknown:
             raise ConfigError(f"{label}: unknown keys {sorted(unknown)}",
                               hint=f"known keys: {', '.join(sorted(fields))}")
+        if not _BOARD_NAME.match(merged["name"]):
+            raise ConfigError(f"{label}: board name {merged['name']!r} is not a short name (it "
+                              "becomes a directory under --out and a lease file)",
+                              hint="use letters, digits and . _ + - only, starting with a "
+                                   "letter or digit")
         if merged["name"] in seen:
             raise ConfigError(f"{label}: duplicate board name", hint="names must be unique")
         seen.add(merged["name"])
@@ -256,10 +265,11 @@ def run_board(cfg: Any, kernels: list, plan: Any, out: Path, lease_dir: Path,
             store = RunStore(root)
             store.start({"kind": "lab-board", "board": dataclasses.asdict(cfg),
                          "plan": plan.to_json(), "fingerprint": json.dumps(
-                             [[k.name, k.artifact.key] for k in kernels], sort_keys=True),
+                             [[k.name, k.artifact.key] for k in kernels] + [plan.to_json()],
+                             sort_keys=True),
                          "kernels": {k.name: k.artifact.metadata for k in kernels},
                          "host": host_info(), "created": time.time()},
-                        resume=resume or (root / "run.json").exists())
+                        resume=resume)
             target = SshTarget(cfg)
             for attempt in range(1, retries + 2):
                 status["attempts"] = attempt
@@ -503,6 +513,10 @@ def run_command(inventory, plan_name, entries, repeats, kernel_specs, fragments,
         if resume:
             raise click.UsageError("--resume needs --out")
         out = Path("mmlab-results") / new_run_id("lab")
+    elif not resume and (out / "lab.json").exists():
+        raise InputError(f"{out} already holds a lab run",
+                         hint="pass --resume to continue it (same kernels and plan), or choose "
+                              "another --out")
     if comparison:
         import sys
 

@@ -254,8 +254,8 @@ def write_report(comp: Comparison, out: str | Path, results_dir: Path | None = N
               help="Test the verdict uses (implies --reanalyze).")
 @click.option("--correction", type=click.Choice(st.CORRECTIONS),
               help="Multiple-comparison correction (implies --reanalyze).")
-@click.option("--validate/--no-validate", default=False,
-              help="Check RESULTS against the JSON Schema first (needs jsonschema).")
+@click.option("--validate/--no-validate", default=True, show_default=True,
+              help="Check RESULTS against the JSON Schema before reading it.")
 @click.option("--exit-code", is_flag=True,
               help="Exit with status 1 when the overall verdict is FAIL (for CI scripts).")
 def report_command(results: Path, output: Path | None, junit: Path | None, reanalyze: bool,
@@ -266,9 +266,14 @@ def report_command(results: Path, output: Path | None, junit: Path | None, reana
 
     from orchestrator.comparison import validate_json
 
+    if validate:  # before loading: a malformed file is one schema error, not a traceback
+        try:
+            data = json.loads(results.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {results}: {exc}",
+                             hint="pass a results.json written by `mmlab compare`") from None
+        validate_json(data)
     comp = Comparison.load(results)
-    if validate:
-        validate_json(json.loads(results.read_text()))
     overrides = {k: v for k, v in (("alpha", alpha), ("floor", floor), ("test", test_name),
                                    ("correction", correction)) if v is not None}
     if reanalyze or overrides or comp.analysis is None:

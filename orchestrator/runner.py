@@ -278,6 +278,11 @@ def _run_command():
         # checked before a build, so a missing qemu does not show up only after it
         ensure({"image", "boot"} | (set() if kernel_spec else {"build"}), install=False,
                why="mmlab run")
+        # the plan and its QEMU profile are checked before a build and before run.json
+        plan = load_plan_with(plan_name, entries=entries, repeats=repeats, profile=profile)
+        from orchestrator.targets.qemu import load_profile
+
+        load_profile(plan.profile)
         if kernel_spec:
             art = find(kernel_spec)
         else:
@@ -285,7 +290,6 @@ def _run_command():
             series = [load_series_spec(s, source) for s in series_specs]
             art = build_kernel(BuildRequest.for_tree(source, fragments, series=series,
                                                      name="patched" if series else "baseline"))
-        plan = load_plan_with(plan_name, entries=entries, repeats=repeats, profile=profile)
         if out is None:
             if resume:
                 raise click.UsageError("--resume needs --out (the directory of the run)")

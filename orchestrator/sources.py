@@ -108,6 +108,9 @@ class TreeSource:
         src = root / "src"
         if (root / "tree.json").is_file() and src.is_dir():
             return src
+        from orchestrator.atomic import sweep_stale_staging
+
+        sweep_stale_staging(cache_dir("trees"))
         staging = cache_dir("trees") / f".staging-{self.key()[:24]}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)

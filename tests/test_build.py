@@ -308,3 +308,30 @@ def test_compile_error_names_the_first_error_and_the_log(tmp_path, kernel_artifa
     assert err.log and Path(err.log).is_file()
     assert "mmlab_broken_build" in Path(err.log).read_text()
     assert {a.key for a in list_artifacts()} == before, "a failed build caches nothing"
+
+
+def test_reproducer_comments_cannot_start_a_command(tmp_path):
+    """A tree path or series name with a newline was written into reproduce.sh's comments
+    as is: the next line ran as a command."""
+    from orchestrator.build import _reproducer
+
+    tree = _tiny_tree(tmp_path / "t\nrm -rf ~\n#")
+    req = BuildRequest(tree=DirectorySource(kind="directory", location=str(tree), path=tree),
+                       fragments=[])
+    text = _reproducer(req, [])
+    assert "\nrm -rf" not in text and "t?rm -rf ~?#" in text
+
+
+def test_a_killed_builds_staging_directory_is_swept(tmp_path):
+    import subprocess
+
+    from orchestrator.atomic import sweep_stale_staging
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".staging-abc-{dead.pid}"
+    live = tmp_path / f".staging-def-{__import__('os').getpid()}"
+    for d in (stale, live):
+        (d / "x").mkdir(parents=True)
+    assert sweep_stale_staging(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

@@ -71,6 +71,9 @@ def test_inventory_loads_with_defaults_and_tags(tmp_path):
     ("boards = 1\n", "unknown top-level keys"),
     ("", r"no \[\[board\]\] entries"),
     ("[[board]\n", "not valid TOML"),
+    # a name with ../ escaped --out and put the lease file at the filesystem root
+    ("[[board]]\nname = \"../../x\"\naddress = \"h\"\n", "is not a short name"),
+    ("[[board]]\nname = \"a b\"\naddress = \"h\"\n", "is not a short name"),
 ])
 def test_inventory_errors_are_clear(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
@@ -310,3 +313,15 @@ def test_lab_renders_the_comparison_report_per_board(lab_boards, board_kernel, t
         assert "b1: PASS" in res.stdout and f"report:  {root / 'report.html'}" in res.stdout
     else:
         assert "report b1:" in res.stdout
+
+
+def test_lab_run_into_an_existing_out_needs_resume(tmp_path):
+    """A second lab run into the same --out used to resume silently, mixing two plans."""
+    inv = _inv(tmp_path, "[[board]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = 9\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "lab.json").write_text("{}")
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "lab", "run", "--inventory",
+                        str(inv), "--kernel", "nope", "--out", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "already holds a lab run" in r.stderr

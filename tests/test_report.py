@@ -591,3 +591,32 @@ def test_same_crash_on_baseline_and_candidate_is_known():
     a = comp.analyze()
     status = {c.kernel: c.status for c in a.checks if c.category == "crash"}
     assert status == {"6.12": "known", "batching": "known", "nesting": "fail"}
+
+
+def _report_cli(path, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "orchestrator", "report", str(path), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_refuses_out_of_range_samples_and_malformed_files(tmp_path):
+    """Samples of 1e308 were read as 'improved' (sums overflowed to inf); a truncated
+    results.json was loaded before it was validated. Both are one-line errors now, and
+    validation is on by default (as the README says)."""
+    d = fixture_dict()
+    d["metrics"][0]["samples"][d["baseline"]] = [1e308] * 5
+    p = tmp_path / "results.json"
+    p.write_text(json.dumps(d))
+    r = _report_cli(p, "-o", str(tmp_path / "r.html"))
+    assert r.returncode == 2 and "is out of range" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r.html").exists()
+    p.write_text('{"schema": "mmlab-comparison", "schema_ver')
+    r = _report_cli(p)
+    assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
+    d = fixture_dict()
+    d["kernels"][0]["id"] = 5
+    p.write_text(json.dumps(d))
+    r = _report_cli(p)
+    assert r.returncode == 2 and "do not match the schema" in r.stderr

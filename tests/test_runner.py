@@ -174,3 +174,15 @@ def test_resume_reruns_placeholders_and_damaged_results(tmp_path):
     results = store.load_all()
     assert len(results) == 4                       # the damaged one is not a result ...
     assert store.unreadable == [store.result_path("k", "e", 4)]   # ... and is said so
+
+
+def test_a_bad_profile_fails_before_anything_is_written(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "run", "--kernel", "nope",
+                        "--profile", "no-such-machine", "--out", str(out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "no QEMU profile 'no-such-machine'" in r.stderr
+    assert not out.exists()

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
 from orchestrator.errors import InputError
-
 
 MAX_MB = 256  # a day of a busy board's console is ~50 MB; beyond this, say so
 
