@@ -103,6 +103,7 @@ def board_keys(directory: Path | None = None) -> BoardKeys:
 
     d = directory or cache_dir("board-keys")
     d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
     host_key = d / "dropbear_ed25519_host_key"
     host_pub = d / "dropbear_ed25519_host_key.pub"
     if not host_key.is_file() or not host_pub.is_file():
@@ -116,8 +117,7 @@ def board_keys(directory: Path | None = None) -> BoardKeys:
             if line is None:
                 raise TargetError("dropbearkey -y printed no public key",
                                   hint=f"output was: {pub[:200]!r}")
-            atomic_write_bytes(host_key, out.read_bytes())
-            host_key.chmod(0o600)
+            atomic_write_bytes(host_key, out.read_bytes(), mode=0o600)
             atomic_write_text(host_pub, " ".join(line.split()[:2]) + "\n")
     client_key = d / "id_ed25519"
     client_pub = d / "id_ed25519.pub"
@@ -128,8 +128,7 @@ def board_keys(directory: Path | None = None) -> BoardKeys:
                                  serialization.NoEncryption())
         pub = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                             serialization.PublicFormat.OpenSSH)
-        atomic_write_bytes(client_key, priv)
-        client_key.chmod(0o600)
+        atomic_write_bytes(client_key, priv, mode=0o600)
         atomic_write_text(client_pub, pub.decode() + " mmlab\n")
     return BoardKeys(directory=d, host_key=host_key,
                      host_public=host_pub.read_text().strip(),
@@ -141,6 +140,8 @@ def build_board_image(artifact, keys: BoardKeys | None = None):
     from orchestrator.initramfs import build_initramfs
 
     keys = keys or board_keys()
-    extra = {HOST_KEY_IN_IMAGE: keys.host_key.read_bytes(),
-             AUTHORIZED_KEYS_IN_IMAGE: (keys.client_public + "\n").encode()}
+    # (data, mode): the host's private key is 0600 inside the image, and an image holding a
+    # secret is itself written 0600 in the cache (and uploaded 0600)
+    extra = {HOST_KEY_IN_IMAGE: (keys.host_key.read_bytes(), 0o600),
+             AUTHORIZED_KEYS_IN_IMAGE: ((keys.client_public + "\n").encode(), 0o600)}
     return build_initramfs(artifact, recipe_path=RECIPE, extra_files=extra)

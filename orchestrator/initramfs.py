@@ -216,7 +216,9 @@ def build_initramfs(artifact: Artifact | None, recipe_path: Path = RECIPE,
                     extra_files: dict[str, bytes] | None = None) -> InitramfsImage:
     """Build (or find in the cache) the initramfs for ``artifact``.
 
-    ``extra_files`` ({path in image: bytes}) adds files, e.g. a test's own script.
+    ``extra_files`` ({path in image: bytes, or (bytes, mode)}) adds files, e.g. a test's
+    own script (0755 by default) or a board's host key (0600: then the image file in the
+    cache is 0600 too).
     """
     recipe = load_recipe(recipe_path)
     base = recipe_path.parent
@@ -269,8 +271,11 @@ def build_initramfs(artifact: Artifact | None, recipe_path: Path = RECIPE,
                 feed(f"test:{tests[-1][0]}", tests[-1][1])
     for rel, data in sorted(modules.items()):
         feed(f"module:{rel}", data)
-    for rel, data in sorted((extra_files or {}).items()):
-        feed(f"extra:{rel}", data)
+    extras = {rel: (v if isinstance(v, tuple) else (v, 0o755))
+              for rel, v in (extra_files or {}).items()}
+    secret = any(not mode & 0o077 for _, mode in extras.values())
+    for rel, (data, mode) in sorted(extras.items()):
+        feed(f"extra:{rel}", data + f":{mode:o}".encode())
     key = h.hexdigest()
 
     compression = recipe.get("compression", "gzip")
@@ -338,9 +343,9 @@ def build_initramfs(artifact: Artifact | None, recipe_path: Path = RECIPE,
         for t in recipe.get("text", []):
             mkdirs(t["path"])
             cpio.file(t["path"], t["content"].encode(), t.get("mode", 0o644))
-        for rel, data in sorted((extra_files or {}).items()):
+        for rel, (data, mode) in sorted(extras.items()):
             mkdirs(rel)
-            cpio.file(rel, data, 0o755)
+            cpio.file(rel, data, mode)
         raw = cpio.finish()
         if compression == "gzip":
             blob = gzip.compress(raw, compresslevel=recipe.get("gzip_level", 6), mtime=0)
@@ -361,7 +366,7 @@ def build_initramfs(artifact: Artifact | None, recipe_path: Path = RECIPE,
             "applets": len(applets),
             "entries": len(cpio.names),
         }
-        atomic_write_bytes(out, blob)
+        atomic_write_bytes(out, blob, mode=0o600 if secret else None)
         atomic_write_json(manifest_path, manifest)
     return InitramfsImage(out, key, manifest)
 

@@ -183,3 +183,31 @@ def test_header_extraction_with_and_without_tarfile_filters(tmp_path, monkeypatc
     with pytest.raises(InputError, match="unsafe member name"):
         loader._extract(bad, tmp_path / "out2")
     assert not (tmp_path / "escape.h").exists()
+
+
+def test_a_secret_in_an_image_is_0600_inside_and_on_disk():
+    """The board's host private key was 0755 inside a cached image readable by everyone."""
+    import stat as st
+
+    from orchestrator.initramfs import image_listing
+
+    img = build_initramfs(None, extra_files={"etc/dropbear/key": (b"PRIVATE", 0o600),
+                                             "mmlab/run.sh": b"echo hi\n"})
+    listing = image_listing(img)
+    assert st.S_IMODE(listing["etc/dropbear/key"]["mode"]) == 0o600
+    assert st.S_IMODE(listing["mmlab/run.sh"]["mode"]) == 0o755
+    assert st.S_IMODE(img.path.stat().st_mode) == 0o600
+    plain = build_initramfs(None, extra_files={"mmlab/run.sh": b"echo hi\n"})
+    assert st.S_IMODE(plain.path.stat().st_mode) & 0o044  # nothing secret: readable
+
+
+def test_board_keys_are_never_world_readable(tmp_path):
+    """Private keys were written 0644 and chmod-ed afterwards."""
+    import stat as st
+
+    from orchestrator.board_image import board_keys
+
+    keys = board_keys(tmp_path / "keys")
+    assert st.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    for p in (keys.host_key, keys.client_key):
+        assert st.S_IMODE(p.stat().st_mode) == 0o600

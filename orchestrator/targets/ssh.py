@@ -48,6 +48,7 @@ import logging
 import os
 import secrets
 import shlex
+import stat
 import struct
 import subprocess
 import threading
@@ -636,7 +637,17 @@ class SshTarget(Target):
         conn.exec(f"setsid sh -c {shlex.quote(inner)} </dev/null >/dev/null 2>&1 &", 30)
 
     def _upload(self, conn: _Connection, local: Path, remote: str) -> None:
-        conn.sftp().put(str(local), remote)
+        """Copy a file to the board; a file that is private here (no group/other bits, e.g.
+        an initramfs holding the board's host key) is created 0600 there before any byte
+        of it is written."""
+        if stat.S_IMODE(local.stat().st_mode) & 0o077:
+            conn.sftp().put(str(local), remote)
+            return
+        sftp = conn.sftp()
+        with sftp.open(remote, "wb") as fh, open(local, "rb") as src:
+            fh.chmod(0o600)
+            while chunk := src.read(1 << 20):
+                fh.write(chunk)
 
     def _upload_modules(self, conn: _Connection, artifact: Any) -> None:
         """modules tree -> /lib/modules/<release>/ on the board's disk (ramdisk = none)."""
