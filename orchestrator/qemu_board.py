@@ -164,6 +164,16 @@ def _with_boot(argv: list[str], kernel: str, initrd: str, append: str) -> list[s
     return out
 
 
+def _is_our_qemu(pid: int, argv: list[str]) -> bool:
+    """The process ``pid`` is still the QEMU this state file started (same executable and
+    command line): a pid reused by an unrelated process after the board died is not."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return [a.decode(errors="replace") for a in cmdline if a] == list(argv)
+
+
 def power(state_dir: Path, action: str) -> int:
     """``off``, ``on`` or ``cycle`` a stand-in board from its state file; the new pid.
     A boot-once entry (:func:`boot_once`) is used by the next power-on, then dropped, so the
@@ -171,13 +181,16 @@ def power(state_dir: Path, action: str) -> int:
     state_file = Path(state_dir) / "board.json"
     state = json.loads(state_file.read_text())
     if action in ("off", "cycle"):
-        _kill(int(state["pid"]))
+        pid = int(state["pid"])
+        if _is_our_qemu(pid, state.get("running_argv") or state["argv"]):
+            _kill(pid)
     if action in ("on", "cycle"):
         argv = state["argv"]
         once = state.pop("boot_once", None)
         if once:
             argv = _with_boot(argv, once["kernel"], once["initrd"], once["append"])
         state["pid"] = _spawn(argv, Path(state_dir) / "qemu.log")
+        state["running_argv"] = argv
         state["power_cycles"] = int(state.get("power_cycles", 0)) + 1
         atomic_write_json(state_file, state)
     return int(state["pid"])

@@ -325,3 +325,22 @@ def test_lab_run_into_an_existing_out_needs_resume(tmp_path):
                         str(inv), "--kernel", "nope", "--out", str(out)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "already holds a lab run" in r.stderr
+
+
+def test_stand_in_power_off_kills_only_the_process_it_started(tmp_path):
+    """The stand-in board's power hook killed whatever had the pid in board.json; a pid
+    reused by another process after the board died must be left alone."""
+    from orchestrator.qemu_board import power
+
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "board.json").write_text(json.dumps(
+            {"argv": ["qemu-system-aarch64", "-M", "virt"], "pid": other.pid}))
+        power(tmp_path, "off")
+        assert other.poll() is None, "an unrelated process was killed"
+        (tmp_path / "board.json").write_text(json.dumps(
+            {"argv": ["sleep", "30"], "pid": other.pid}))
+        power(tmp_path, "off")                      # the same command line: it is ours
+        assert other.wait(timeout=10) is not None
+    finally:
+        other.kill()
