@@ -124,7 +124,8 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
             store.write(kut.name, entry.id, repeat, result)
             done += 1
             yield result
-            if result["verdict"] in ("crashed", "timeout"):
+            if result["verdict"] == "crashed" or (result["verdict"] == "timeout"
+                                                  and not result.get("recovered")):
                 break  # the guest is gone; the rest of the group is recorded below
     except TargetError as exc:
         for entry in entries:
@@ -145,7 +146,8 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
     for entry in entries:
         if not store.has(kut.name, entry.id, repeat):
             result = _base_result(kut, entry, repeat) | {
-                "verdict": "not-run", "error": "an earlier entry of this boot crashed",
+                "verdict": "not-run", "error": "an earlier entry of this boot took the guest "
+                "down (crash, or a timeout that ^C could not recover)",
                 "console_log": str(boot_log)}
             store.write(kut.name, entry.id, repeat, result)
             yield result
@@ -171,7 +173,9 @@ def _run_entry(session, kut: KernelUnderTest, entry: Entry, repeat: int, store: 
         res = session.run(argv, timeout=entry.timeout)
         dmesg = session.run(["dmesg"], timeout=60).output
     except CommandTimeout as exc:
-        result.update(verdict="timeout", error=str(exc), console_log=str(boot_log))
+        # recovered: ^C brought the shell back, the boot goes on with the next entry
+        result.update(verdict="timeout", error=str(exc), console_log=str(boot_log),
+                      recovered=bool(getattr(exc, "recovered", False)))
         return result
     except TargetError as exc:
         result.update(verdict="crashed", error=str(exc), console_log=str(boot_log))

@@ -105,7 +105,9 @@ def test_crash_becomes_a_verdict_and_the_run_goes_on(tmp_path, kernel_artifact):
     assert res[("fix_size_small", 0)]["verdict"] == "ok"
     tv = res[("fix_size_small", 0)]["parsed"]["test_vmalloc"]
     assert tv["runs"][0]["tests"]["fix_size_alloc_test"]["passed"] == 1
-    crash = res[("crash", 0)]
+    hang = res[("hang", 0)]
+    assert hang["verdict"] == "timeout" and hang["recovered"] is True
+    crash = res[("crash", 0)]   # ran: a recovered timeout no longer ends the boot
     assert crash["verdict"] == "crashed"
     assert Path(crash["console_log"]).is_file()
     assert "sysrq" in Path(crash["console_log"]).read_text(errors="replace").lower()
