@@ -91,3 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("mmlab: interrupted (finished results are kept; use --resume)", file=sys.stderr)
         sys.exit(130)
+    except OSError as exc:
+        # A disk that fills up, a directory that cannot be written: one line, not a
+        # traceback. Results are written atomically, so what was finished is whole.
+        import errno
+
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"mmlab: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            print("mmlab: hint: free some space (or choose another --out / -o); finished "
+                  "results are kept whole, and --resume continues a run", file=sys.stderr)
+        else:
+            print("mmlab: hint: check the path and its permissions", file=sys.stderr)
+        sys.exit(2)

@@ -620,3 +620,23 @@ def test_report_refuses_out_of_range_samples_and_malformed_files(tmp_path):
     p.write_text(json.dumps(d))
     r = _report_cli(p)
     assert r.returncode == 2 and "do not match the schema" in r.stderr
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial_report(tmp_path):
+    """A real full filesystem (a 16 KB tmpfs): the report is bigger than that."""
+    import subprocess
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mnt)], check=True)
+    try:
+        p = tmp_path / "results.json"
+        p.write_text(json.dumps(fixture_dict()))
+        r = _report_cli(p, "-o", str(mnt / "report.html"))
+        assert r.returncode == 2, r.stderr
+        assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+        assert "free some space" in r.stderr
+        assert list(mnt.iterdir()) == []          # no half-written report, no temp file
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
