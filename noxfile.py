@@ -7,6 +7,8 @@
     nox -s long      the long verification tests (marker `long`)
     nox -s report    re-render HTML/JUnit from a saved results JSON: nox -s report -- RESULTS.json
     nox -s nightly   the lab plan across the boards of an inventory: nox -s nightly -- lab.toml
+    nox -s faults    the fault matrix (every test marked `fault`), its table in
+                     docs/reliability-table.md
 """
 
 from __future__ import annotations
@@ -77,3 +79,18 @@ def nightly(session: nox.Session) -> None:
     _install(session)
     inventory = session.posargs[0] if session.posargs else os.environ.get("MMLAB_LAB", "lab.toml")
     session.run("mmlab", "lab", "run", "--inventory", inventory, *session.posargs[1:])
+
+
+@nox.session
+def faults(session: nox.Session) -> None:
+    """The fault-injection matrix: every test marked ``fault`` (real faults on real kernels,
+    boards and disks; the few fakes are named in the table), long ones included; the table
+    of fault, what mmlab did, exit status and results lost goes to
+    docs/reliability-table.md (and .json)."""
+    _install(session)
+    session.run("mmlab", "doctor", "--install")
+    table = os.path.join(os.path.dirname(__file__), "docs", "reliability-table.md")
+    session.run("pytest", "tests", "-m", "fault", "-p", "no:cacheprovider", *session.posargs,
+                env={"MMLAB_PROGRESS": "plain", "MMLAB_FAULT_TABLE": table})
+    with open(table) as fh:
+        session.log("\n" + fh.read())

@@ -125,6 +125,31 @@ def classify(word: int) -> str | None:
     return None
 
 
+_LSE_ORDER = ("", ".l", ".a", ".al")  # index: A << 1 | R
+
+
+def classify_atomic(word: int) -> str | None:
+    """The key of an atomic read-modify-write instruction word, or None.
+
+    ``atomic.lse[.a|.l|.al]``: LSE atomic memory operations (LDADD, LDCLR, LDEOR, LDSET,
+    LD{S,U}{MAX,MIN}, SWP and the ST* aliases) by ordering (``.al``: fully ordered);
+    ``atomic.cas[...]``: CAS/CASP; ``atomic.stxr`` / ``atomic.stlxr``: the store-exclusive of
+    an LL/SC loop (STXR/STXP, STLXR/STLXP), one per attempt. LDAPR is a load, not an atomic.
+    The QEMU plugin classifies the same way (qemu_plugin/mmlab_barriers.c).
+    """
+    w = word & 0xFFFFFFFF
+    if w & 0x3F200C00 == 0x38200000:
+        o3, opc = (w >> 15) & 1, (w >> 12) & 7
+        if o3 and opc:
+            return None
+        return "atomic.lse" + _LSE_ORDER[(w >> 22) & 3]
+    if w & 0x3FA07C00 == 0x08A07C00 or w & 0xBFA07C00 == 0x08207C00:
+        return "atomic.cas" + _LSE_ORDER[((w >> 22) & 1) << 1 | ((w >> 15) & 1)]
+    if w & 0x3FE00000 == 0x08000000 or w & 0xBFE00000 == 0x88200000:
+        return "atomic.stlxr" if (w >> 15) & 1 else "atomic.stxr"
+    return None
+
+
 def is_dsb_key(key: str) -> bool:
     return key.startswith("dsb.")
 

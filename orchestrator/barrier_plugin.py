@@ -651,10 +651,10 @@ class Counts:
 
 def _kind_of(word: int, plugin_kind: str) -> str:
     try:
-        from orchestrator.aarch64 import classify
+        from orchestrator.aarch64 import classify, classify_atomic
     except ImportError:  # pragma: no cover - the census module is part of mmlab
         return plugin_kind
-    return classify(word) or plugin_kind
+    return classify(word) or classify_atomic(word) or plugin_kind
 
 
 def parse_counts(text: str, path: Path | None = None) -> Counts:

@@ -7,7 +7,10 @@ fixture builds the default configuration through the real build pipeline (cached
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +44,41 @@ def upstream_artifact():
 
     return build_kernel(BuildRequest.for_tree(resolve_tree(UPSTREAM_TREE), "default",
                                               name="v7.3"))
+
+
+# ---- the fault matrix (docs/reliability.md) ------------------------------------------------
+# A test marked @pytest.mark.fault(name, did, exit, lost=0) is a row: the fault it produces
+# for real (or, where it cannot be produced here, with a fake named as such in `did`), what
+# mmlab did, the exit status and the results lost, all asserted by the test itself. Passing
+# rows are collected; MMLAB_FAULT_TABLE=PATH writes them as a Markdown table (nox -s faults).
+
+_FAULT_ROWS: list[dict] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call":
+        return
+    for mark in item.iter_markers("fault"):
+        name, did, exit_status = mark.args[:3]
+        _FAULT_ROWS.append({"fault": name, "did": did, "exit": exit_status,
+                            "lost": mark.kwargs.get("lost", 0),
+                            "test": item.nodeid, "outcome": rep.outcome})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("MMLAB_FAULT_TABLE")
+    if not path or not _FAULT_ROWS:
+        return
+    rows = sorted(_FAULT_ROWS, key=lambda r: r["fault"])
+    lines = ["| fault | what mmlab did | exit | results lost | result | test |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        test = r["test"].split("::", 1)
+        lines.append(f"| {r['fault']} | {r['did']} | {r['exit']} | {r['lost']} | "
+                     f"{'PASS' if r['outcome'] == 'passed' else r['outcome'].upper()} | "
+                     f"`{Path(test[0]).name}::{test[1]}` |")
+    Path(path).write_text("\n".join(lines) + "\n")
+    Path(path).with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +191,29 @@ def test_branch_extreme_offsets():
     assert c.kind == "cbz" and c.target == 4 * 0x3FFFF
     addr, tgt = find_branches(np.array([0x14000000 | 0x2000000], dtype=np.uint32))
     assert tgt.tolist() == [-(1 << 27)]
+
+
+def test_atomic_keys_of_instructions_binutils_assembles(tmp_path):
+    """Every LSE atomic, CAS/CASP, store-exclusive and the look-alikes that are not atomics
+    (LDXR, LDAR, STLR, LDAPR, LDR), assembled by binutils: the key each must get."""
+    import shutil
+    import struct
+    import subprocess
+
+    from orchestrator.aarch64 import classify_atomic
+
+    if shutil.which("aarch64-linux-gnu-as") is None:
+        pytest.fail("aarch64-linux-gnu-as missing; run `mmlab doctor --install`")
+    src = Path(__file__).parent / "data" / "plugin" / "atomics.s"
+    subprocess.run(["aarch64-linux-gnu-as", "-march=armv8.4-a", "-o", str(tmp_path / "a.o"),
+                    str(src)], check=True)
+    subprocess.run(["aarch64-linux-gnu-objcopy", "-O", "binary", "-j", ".text",
+                    str(tmp_path / "a.o"), str(tmp_path / "a.bin")], check=True)
+    data = (tmp_path / "a.bin").read_bytes()
+    rows = [ln.split("//") for ln in src.read_text().splitlines()
+            if ln.strip() and not ln.startswith("//")]
+    assert len(data) == 4 * len(rows)
+    for i, (insn, want) in enumerate(rows):
+        (word,) = struct.unpack_from("<I", data, 4 * i)
+        got = classify_atomic(word) or "-"
+        assert got == want.strip(), f"{insn.strip()} ({word:08x}): {got}, want {want.strip()}"

@@ -47,6 +47,7 @@ def test_an_edited_file_of_the_same_size_is_caught_by_sha256(tmp_path):
         Artifact.load(d).verify(full=True)
 
 
+@pytest.mark.fault('corrupt cache metadata (truncated metadata.json, missing file)', "one-line error naming the artifact; a build's cache hit rebuilds it", '2')
 def test_a_missing_file_and_truncated_metadata_are_one_line_errors(tmp_path):
     d = _fake_artifact(tmp_path)
     (d / "Image").unlink()
@@ -59,6 +60,7 @@ def test_a_missing_file_and_truncated_metadata_are_one_line_errors(tmp_path):
         find(str(d2))
 
 
+@pytest.mark.fault('corrupt artifact (truncated Image)', 'size check on use: one-line error before any boot, no --out', '2')
 @pytest.mark.kernel
 def test_run_refuses_a_truncated_kernel_before_booting(tmp_path, kernel_artifact, monkeypatch):
     """`mmlab run --kernel` on a truncated Image: exit 2 with one line, no boot, no --out."""

@@ -43,7 +43,7 @@ def plugin_so() -> Path:
 def blob(tmp_path_factory) -> Path:
     _need("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld")
     out = tmp_path_factory.mktemp("blob")
-    subprocess.run(["aarch64-linux-gnu-as", "-o", str(out / "barriers.o"),
+    subprocess.run(["aarch64-linux-gnu-as", "-march=armv8.1-a", "-o", str(out / "barriers.o"),
                     str(DATA / "barriers.S")], check=True)
     subprocess.run(["aarch64-linux-gnu-ld", "-Ttext=0x40100000", "-e", "_start", "-o",
                     str(out / "barriers.elf"), str(out / "barriers.o")], check=True)
@@ -54,7 +54,7 @@ def blob(tmp_path_factory) -> Path:
 def blob_ranges(blob):
     from orchestrator.elfinspect import symbol_ranges
 
-    return symbol_ranges(blob, ["func_a", "func_b", "func_c"])
+    return symbol_ranges(blob, ["func_a", "func_b", "func_c", "func_d"])
 
 
 def _qemu_argv(blob: Path, smp: int, extra: list[str]) -> list[str]:
@@ -84,7 +84,7 @@ def test_blob_exact_counts_per_window_and_function(blob, blob_ranges, plugin_so,
     counts = _count_blob(blob, plugin_so, tmp_path, smp=smp, ranges=blob_ranges, insns=True)
     assert counts.complete and counts.vcpus == smp and counts.insns_counted
     assert [(w.seq, w.label) for w in counts.windows] == [
-        (0, "boot"), (1, "1"), (2, "2"), (3, "2"), (4, "3"), (5, "0")]
+        (0, "boot"), (1, "1"), (2, "2"), (3, "2"), (4, "3"), (5, "4"), (6, "0")]
     assert all(w.closed for w in counts.windows)
     by_fn = [w.by_function() for w in counts.windows]
     assert by_fn[0] == {"(user)": {"dsb.sy": 1, "isb": 1}}
@@ -98,7 +98,13 @@ def test_blob_exact_counts_per_window_and_function(blob, blob_ranges, plugin_so,
     # -smp 2: both vCPUs run func_c at once; per-vCPU counters lose nothing
     assert by_fn[4] == {"func_c": {"dmb.ishst": FUNC_C_LOOPS * smp,
                                    "dsb.ish": FUNC_C_LOOPS * smp}}
-    assert by_fn[5] == {"(user)": {"dsb.nsh": 1}}
+    # atomics: LSE by ordering, CAS, and one store-exclusive per LL/SC attempt (the same
+    # classification as orchestrator.aarch64.classify_atomic, checked against binutils)
+    assert by_fn[5] == {"func_d": {"atomic.lse.al": 200, "atomic.lse": 100, "atomic.lse.l": 100,
+                                   "atomic.cas.al": 100, "atomic.stxr": 100,
+                                   "atomic.stlxr": 100, "dmb.ish": 100}}
+    assert counts.windows[5].count("atomic") == 700
+    assert by_fn[6] == {"(user)": {"dsb.nsh": 1}}
     # families and per-function queries
     w2 = counts.windows[2]
     assert w2.count("dsb") == 308 and w2.count("tlbi") == 301 and w2.count("dmb") == 300
@@ -153,7 +159,7 @@ def test_killed_qemu_keeps_finished_windows(blob, blob_ranges, plugin_so, tmp_pa
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if out.is_file() and "window 5 0" in out.read_text():
+            if out.is_file() and "window 6 0" in out.read_text():
                 break
             time.sleep(0.05)
         else:
@@ -165,7 +171,7 @@ def test_killed_qemu_keeps_finished_windows(blob, blob_ranges, plugin_so, tmp_pa
         counter.read(out)
     counts = counter.read(out, require_complete=False)
     assert not counts.complete
-    assert [w.closed for w in counts.windows] == [True] * 5 + [False]
+    assert [w.closed for w in counts.windows] == [True] * 6 + [False]
     assert counts.window(3).count("dsb.ish", function="func_c") == FUNC_C_LOOPS
 
 

@@ -183,6 +183,7 @@ def test_repeat_build_is_a_cache_hit_without_make(kernel_artifact: Artifact, mon
     assert took <= 5.0, f"cache hit took {took:.1f}s"
 
 
+@pytest.mark.fault('unknown config option', 'one line naming the option (and a rename, by prompt); every problem in the log', '2')
 @pytest.mark.kernel
 def test_unknown_config_option_is_a_clear_error(tmp_path, kernel_artifact):
     frag = tmp_path / "typo.config"
@@ -257,6 +258,7 @@ def test_patched_build_shares_ccache_with_baseline(tmp_path, kernel_artifact):
         "the pristine tree must never be patched"
 
 
+@pytest.mark.fault('non-applying series', 'one line naming patch, file and hunk; nothing cached', '2')
 @pytest.mark.kernel
 def test_non_applying_series_fails_cleanly_and_caches_nothing(tmp_path, kernel_artifact):
     from orchestrator.artifacts import list_artifacts

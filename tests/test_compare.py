@@ -144,6 +144,7 @@ def test_compare_on_a_lab_with_a_bad_inventory_stops_before_building(tmp_path):
      r"unknown \[barriers\] key\(s\) nr_page"),
     ('[[kernel]]\nseries = "x"\n[[kernel]]\nname = "c"\n', "has no name"),
 ])
+@pytest.mark.fault('bad comparison file (hostile names, unknown keys, typos)', 'one-line error at load, before any build', '2')
 def test_bad_comparison_files_fail_at_load_with_one_line(tmp_path, body, match):
     """Checked before any build (a name with a space used to cost ~35 min of builds first)."""
     f = tmp_path / "c.toml"

@@ -71,6 +71,7 @@ def test_ensure_fetches_what_mmlab_fetches_itself_without_root(monkeypatch, tmp_
     assert deb.is_file() and deb.name.startswith("busybox-static_") and "arm64" in deb.name
 
 
+@pytest.mark.fault('bad environment (MMLAB_TIMEOUT_SCALE=abc, unusable MMLAB_CACHE)', 'one-line error before any work', '2')
 def test_bad_environment_settings_are_one_line_errors(tmp_path):
     """MMLAB_TIMEOUT_SCALE=abc and an unusable MMLAB_CACHE were tracebacks."""
     import os

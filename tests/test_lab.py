@@ -75,6 +75,7 @@ def test_inventory_loads_with_defaults_and_tags(tmp_path):
     ("[[board]]\nname = \"../../x\"\naddress = \"h\"\n", "is not a short name"),
     ("[[board]]\nname = \"a b\"\naddress = \"h\"\n", "is not a short name"),
 ])
+@pytest.mark.fault('bad inventory (missing keys, typos, shell strings, hostile names, bad TOML)', 'one-line error naming the board and key, before any build', '2')
 def test_inventory_errors_are_clear(tmp_path, body, message):
     with pytest.raises(ConfigError, match=message):
         load_inventory(_inv(tmp_path, body))
@@ -240,6 +241,7 @@ def test_lab_check_reaches_each_board_and_names_the_one_that_fails(lab_boards, b
     assert lines["b3"].split()[1] == "FAIL" and str(dead_port) in lines["b3"], res.stdout
 
 
+@pytest.mark.fault('board not coming back (kexec into a kernel that hangs)', 'power-cycled, retried once, marked failed; the other boards finish', '1')
 @pytest.mark.kernel
 @pytest.mark.boot
 @pytest.mark.network
@@ -315,6 +317,7 @@ def test_lab_renders_the_comparison_report_per_board(lab_boards, board_kernel, t
         assert "report b1:" in res.stdout
 
 
+@pytest.mark.fault('lab run into an existing --out without --resume', 'refused: results of two plans are never mixed', '2')
 def test_lab_run_into_an_existing_out_needs_resume(tmp_path):
     """A second lab run into the same --out used to resume silently, mixing two plans."""
     inv = _inv(tmp_path, "[[board]]\nname = \"a\"\naddress = \"127.0.0.1\"\nport = 9\n")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DATA = Path(__file__).parent / "data" / "parsers"
 
 
@@ -49,6 +51,7 @@ def test_parse_ptdump_entries():
     assert out["dumps"] == 1 and out["per_dump"][0]["sections"][0]["entries"]
 
 
+@pytest.mark.fault('huge and binary inputs to mmlab parse', 'refused before parsing', '2')
 def test_parse_refuses_binary_and_oversized_input_before_parsing(tmp_path):
     """200 MB of random bytes took 58 s and 3.5 GB and exited 0: now refused up front."""
     import os

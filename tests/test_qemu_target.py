@@ -192,6 +192,7 @@ def test_init_dying_at_boot_is_a_panic_verdict(kernel_artifact, tmp_path):
     assert exc.value.stage.startswith("boot") and log.is_file()
 
 
+@pytest.mark.fault('guest never gets ready', 'boot timeout, the QEMU killed, the console log kept', 'n/a (target)')
 @pytest.mark.boot
 @pytest.mark.kernel
 def test_a_guest_that_never_gets_ready_is_a_boot_timeout(kernel_artifact, tmp_path):
@@ -360,6 +361,7 @@ def _fake_guest_driver(tmp_path: Path, crash: Path):
     return ConsoleDriver(child, log, log_path, "tok123", scale=1.0), log
 
 
+@pytest.mark.fault('oops / panic_on_oops during an entry (a FAKE guest replaying a recorded oops: the test kernel cannot oops on demand)', 'detected from the console at once, the report kept in the log, verdict crashed', 'n/a (target)')
 @pytest.mark.parametrize("panic_on_oops", [False, True])
 def test_fake_guest_oops_is_detected_fast_with_the_report_in_the_log(tmp_path, panic_on_oops):
     """An oops that does not panic cannot be produced by the test kernel (no LKDTM; sysrq-c

@@ -601,6 +601,7 @@ def _report_cli(path, *args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.fault('corrupt or hostile results.json (truncated, 1e308 samples, schema violations)', 'validated before loading: one-line error', '2')
 def test_report_refuses_out_of_range_samples_and_malformed_files(tmp_path):
     """Samples of 1e308 were read as 'improved' (sums overflowed to inf); a truncated
     results.json was loaded before it was validated. Both are one-line errors now, and
@@ -622,6 +623,7 @@ def test_report_refuses_out_of_range_samples_and_malformed_files(tmp_path):
     assert r.returncode == 2 and "do not match the schema" in r.stderr
 
 
+@pytest.mark.fault('disk full writing the report (a real 16 KB tmpfs)', 'one-line error, no partial report', '2')
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_a_full_disk_is_a_one_line_error_and_leaves_no_partial_report(tmp_path):
     """A real full filesystem (a 16 KB tmpfs): the report is bigger than that."""

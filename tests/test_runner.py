@@ -163,6 +163,7 @@ def test_summary_lines_name_kernel_messages_ktap_and_coverage(tmp_path):
     assert "KTAP fail: 1 pass, 1 fail" in line and "warning: only 3 of 13 cases" in line
 
 
+@pytest.mark.fault('damaged result file / placeholder results', 'not counted as done: --resume runs them again; never dropped silently', '1 (mmlab run)')
 def test_resume_reruns_placeholders_and_damaged_results(tmp_path):
     store = RunStore(tmp_path / "r")
     store.start({"fingerprint": "x"}, resume=False)
@@ -178,6 +179,7 @@ def test_resume_reruns_placeholders_and_damaged_results(tmp_path):
     assert store.unreadable == [store.result_path("k", "e", 4)]   # ... and is said so
 
 
+@pytest.mark.fault('unknown QEMU profile', 'one-line error before any build or run.json', '2')
 def test_a_bad_profile_fails_before_anything_is_written(tmp_path):
     import subprocess
     import sys

@@ -104,6 +104,7 @@ def _expected_fp(public: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
+@pytest.mark.fault('SSH host-key mismatch / unknown key', 'refused with both fingerprints, nothing sent', '2')
 @pytest.mark.kernel
 @pytest.mark.boot
 @pytest.mark.network
@@ -224,6 +225,7 @@ def test_test_kernel_left_by_an_earlier_run_is_not_taken_for_the_default(
     assert boot_token(after) is None
 
 
+@pytest.mark.fault('SSH drop mid-run (sshd killed on the board)', 'the entry is a guest-died verdict, finished results kept', '1')
 @pytest.mark.kernel
 @pytest.mark.boot
 @pytest.mark.network

@@ -12,6 +12,12 @@
  *   dsb.<d>nxs    DSB <domain>nXS (FEAT_XS)
  *   isb           ISB
  *   tlbi.<op>     TLBI (SYS with CRn=8), named from op1/CRm/op2 (vaale1is, vmalle1is, ...)
+ *   atomic.lse[.a|.l|.al]  LSE atomic memory operations (LDADD/LDCLR/LDEOR/LDSET/LD{S,U}
+ *                 {MAX,MIN}/SWP and their ST* aliases), by ordering: .a acquire, .l release,
+ *                 .al both (fully ordered); LDAPR is a load, not counted
+ *   atomic.cas[.a|.l|.al]  CAS and CASP (LSE compare-and-swap)
+ *   atomic.stxr / atomic.stlxr  store-exclusive (STXR/STXP, STLXR/STLXP): one per LL/SC
+ *                 attempt (the load-exclusive is not counted, so an atomic op is one count)
  * The names follow orchestrator/aarch64.py (the static census), and mmlab re-derives the
  * kind of each site from its encoding with that module, so static and dynamic keys agree.
  *   insns         optionally (insns=on), all executed instructions, counted per TB
@@ -219,6 +225,26 @@ static const char *classify(uint32_t w, bool *owned)
             "isb.#8", "isb.#9", "isb.#10", "isb.#11", "isb.#12", "isb.#13", "isb.#14", "isb",
         };
         return isb_names[crm];
+    }
+    static const char *const orders_lse[4] = {"atomic.lse", "atomic.lse.l", "atomic.lse.a",
+                                              "atomic.lse.al"};
+    static const char *const orders_cas[4] = {"atomic.cas", "atomic.cas.l", "atomic.cas.a",
+                                              "atomic.cas.al"};
+    if ((w & 0x3F200C00u) == 0x38200000u) { /* LSE atomic memory op: size 111 0 00 A R 1 */
+        unsigned o3 = (w >> 15) & 1, opc = (w >> 12) & 7;
+        if (o3 && opc != 0) {
+            return NULL; /* LDAPR and reserved encodings: not an atomic RMW */
+        }
+        return orders_lse[(w >> 22) & 3]; /* bit 23 A, bit 22 R */
+    }
+    if ((w & 0x3FA07C00u) == 0x08A07C00u || (w & 0xBFA07C00u) == 0x08207C00u) {
+        /* CAS (size 001000 1 L 1 Rs o0 11111) / CASP (0 sz 001000 0 L 1 Rs o0 11111) */
+        unsigned acq = (w >> 22) & 1, rel = (w >> 15) & 1;
+        return orders_cas[acq << 1 | rel];
+    }
+    if ((w & 0x3FE00000u) == 0x08000000u || (w & 0xBFE00000u) == 0x88200000u) {
+        /* STXR/STLXR (size 001000 0 0 0 Rs o0 ...), STXP/STLXP (1 sz 001000 0 0 1 ...) */
+        return ((w >> 15) & 1) ? "atomic.stlxr" : "atomic.stxr";
     }
     if ((w & 0xFFF8F000u) == 0xD5088000u) { /* SYS #op1, C8, Cm, #op2, Xt */
         unsigned op1 = (w >> 16) & 7, op2 = (w >> 5) & 7;

@@ -18,7 +18,16 @@
  *   3 (2)         func_a(5)                                    func_a: dsb.ishst 5, isb 5
  *   4 (3)         func_c(10000000) on each online vCPU           func_c: dsb.ish, dmb.ishst
  *                                                             10000000 x vCPUs
- *   5 (0)         _start epilogue                              dsb.nsh 1 in (user)
+ *   5 (4)         func_d(100): atomics, one vCPU               func_d: atomic.lse.al 200
+ *                                                              (ldaddal, swpal), atomic.lse
+ *                                                              100 (stadd), atomic.lse.l 100
+ *                                                              (staddl), atomic.cas.al 100,
+ *                                                              atomic.stxr 100, atomic.stlxr
+ *                                                              100, dmb.ish 100 (LL/SC loops
+ *                                                              that succeed first time)
+ *   6 (0)         _start epilogue                              dsb.nsh 1 in (user)
+ *
+ * func_d needs LSE (-cpu max has it; assembled with -march=armv8.1-a).
  */
 
 /* MOVZ XZR, #(0x4D00 | id), LSL #48: the mmlab window marker (a no-op) */
@@ -64,6 +73,10 @@ _start:
 1:	ldar	w2, [x1]
 	cbz	w2, 1b
 2:
+	MARKER	4
+	mov	x0, #100
+	bl	func_d
+
 	MARKER	0
 	dsb	nsh
 
@@ -120,9 +133,36 @@ func_c:				/* x0 iterations of dsb ish; dmb ishst */
 	ret
 	.size	func_c, . - func_c
 
+	.type	func_d, %function
+func_d:				/* x0 iterations of each kind of atomic read-modify-write */
+	adr	x1, atomic_word
+	mov	x2, #1
+1:	ldaddal	x2, x3, [x1]		/* atomic.lse.al */
+	swpal	x2, x3, [x1]		/* atomic.lse.al */
+	stadd	x2, [x1]		/* atomic.lse */
+	staddl	x2, [x1]		/* atomic.lse.l */
+	mov	x3, x2
+	casal	x3, x2, [x1]		/* atomic.cas.al */
+2:	ldxr	x4, [x1]		/* LL/SC relaxed: atomic.stxr */
+	add	x4, x4, #1
+	stxr	w5, x4, [x1]
+	cbnz	w5, 2b
+3:	ldxr	x4, [x1]		/* LL/SC fully ordered (Linux's style): atomic.stlxr + dmb ish */
+	add	x4, x4, #1
+	stlxr	w5, x4, [x1]
+	cbnz	w5, 3b
+	dmb	ish
+	subs	x0, x0, #1
+	b.ne	1b
+	ret
+	.size	func_d, . - func_d
+
 	.ltorg
 
 	.data
 	.balign	8
 secondary_done:
 	.word	0
+	.balign	8
+atomic_word:
+	.quad	0
