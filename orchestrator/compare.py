@@ -393,6 +393,10 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
             if text not in comp.input_warnings:
                 comp.input_warnings.append(text)
         kt = parsed.get("ktap")
+        if "ktap" in entry.parse and r["verdict"] == "skipped":
+            comp.ktap.append(cm.KtapOutcome(kernel=kname, test=f"{entry.id} (no such suite in "
+                                            "this kernel)", status="skip",
+                                            log=rel(r.get("output"))))
         if isinstance(kt, dict) and kt.get("documents"):
             for test, status in sorted((kt.get("results") or {}).items()):
                 comp.ktap.append(cm.KtapOutcome(kernel=kname, test=test, status=status,

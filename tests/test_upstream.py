@@ -71,3 +71,41 @@ def test_the_6_12_kernel_skips_the_kunit_suite(tmp_path, kernel_artifact):
              lambda: QemuTarget("default"))
     (r,) = store.load_all()
     assert r["verdict"] == "skipped"
+
+
+@pytest.mark.boot
+@pytest.mark.upstream
+@pytest.mark.archive
+def test_compare_across_trees_6_12_and_7_3(tmp_path, kernel_artifact, upstream_artifact):
+    """A comparison file naming a tree per kernel, end to end through `mmlab compare`: the
+    report has the config table with the atomics difference as a warning, the KUnit suite
+    on 7.3 (and its absence on 6.12), every test case on both, and the attribution."""
+    import json
+    import subprocess
+    import sys
+
+    comp = tmp_path / "x.toml"
+    comp.write_text('name = "x"\nbaseline = "v6.12"\nplan = "default"\n'
+                    '[[kernel]]\nname = "v6.12"\ntree = "debian:6.12"\nvariant = "v6.12"\n'
+                    '[[kernel]]\nname = "v7.3"\ntree = "debian:7.3"\nvariant = "v7.0"\n')
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "orchestrator", "compare", str(comp), "--out",
+                        str(out), "--repeats", "3", "--entries",
+                        "fix_size_p256,smoke,kunit_lazy_mmu", "--no-barriers"],
+                       capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    data = json.loads((out / "results.json").read_text())
+    atomics = next(row for row in data["configs"] if row["property"] == "atomics")
+    assert atomics["values"]["v6.12"] == "LL/SC" and atomics["values"]["v7.3"].startswith("LSE")
+    reasons = " | ".join(data["analysis"]["verdict"]["reasons"])
+    assert "the kernels differ in atomics" in reasons
+    kunit = {(c["kernel"], c["status"]) for c in data["analysis"]["checks"]
+             if c["category"] == "kunit"}
+    assert ("v7.3", "pass") in kunit and ("v6.12", "info") in kunit
+    tests = {(o["kernel"], o["test"]) for o in data["correctness"]["test_vmalloc"]}
+    assert sum(1 for k, _ in tests if k == "v7.3") == 13
+    assert sum(1 for k, _ in tests if k == "v6.12") == 11
+    assert any(r["feature"] == "arm64_lazy_mmu_batching"
+               for r in data["attributions"]["v7.3"])
+    assert "a cost the series is expected to have" not in reasons
+    assert (out / "report.html").is_file()
