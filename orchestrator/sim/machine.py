@@ -322,8 +322,12 @@ class Machine:
 
     def _queue_batching(self) -> None:
         if self._defer:
-            self.cur.task.pending = True  # set_thread_flag(TIF_LAZY_MMU_PENDING)
-            self._na += 1
+            t = self.cur.task
+            # "Avoid the atomic op if already set" (6.16 ... 7.3, and the demo series):
+            # set_thread_flag(TIF_LAZY_MMU_PENDING) only for the first write of a section
+            if not t.pending:
+                t.pending = True
+                self._na += 1
         else:
             self._emit()
 
@@ -332,8 +336,10 @@ class Machine:
         if n <= 0:
             return
         if self._defer:
-            self.cur.task.pending = True
-            self._na += n
+            t = self.cur.task
+            if not t.pending:  # the flag's atomic, once per section (see _queue_batching)
+                t.pending = True
+                self._na += 1
         else:
             self._nb += n
             self.seq = s = self.seq + 1
@@ -371,8 +377,10 @@ class Machine:
         self._ns += 1
         if (val & 0x40000000000041) == 0x40000000000001:
             if self._defer:  # queue_pte_barriers()
-                self.cur.task.pending = True
-                self._na += 1
+                t = self.cur.task
+                if not t.pending:
+                    t.pending = True
+                    self._na += 1
             else:
                 self._nb += 1
 
@@ -611,8 +619,10 @@ class Machine:
     def lazy_flush(self) -> None:
         """arch_flush_lazy_mmu_mode(): emit pending barriers."""
         t = self.cur.task
-        self.atomic()  # test_and_clear_thread_flag(TIF_LAZY_MMU_PENDING)
+        # test_and_clear_thread_flag(TIF_LAZY_MMU_PENDING): the generic test_and_clear_bit
+        # reads the word first and does the atomic only when the bit is set
         if t.pending:
+            self.atomic()
             t.pending = False
             if self.leave_flushes:
                 self._emit()
