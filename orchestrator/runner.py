@@ -114,6 +114,7 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
     target = make_target()
     session = None
     t_boot = time.monotonic()
+    written: set[str] = set()  # entries of this group with a result from this boot
     try:
         ph.update(f"[{done}/{total}] boot {kut.name} r{repeat}")
         session = target.boot(kut.artifact, console_log=boot_log)
@@ -122,6 +123,7 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
             ph.update(f"[{done}/{total}] {kut.name} r{repeat} {entry.id}")
             result = _run_entry(session, kut, entry, repeat, store, boot_log, boot_s)
             store.write(kut.name, entry.id, repeat, result)
+            written.add(entry.id)
             done += 1
             yield result
             if result["verdict"] == "crashed" or (result["verdict"] == "timeout"
@@ -129,12 +131,13 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
                 break  # the guest is gone; the rest of the group is recorded below
     except TargetError as exc:
         for entry in entries:
-            if store.has(kut.name, entry.id, repeat):
+            if entry.id in written:
                 continue
             result = _base_result(kut, entry, repeat) | {
                 "verdict": "boot-failed" if session is None else "not-run",
                 "error": str(exc), "console_log": str(boot_log)}
             store.write(kut.name, entry.id, repeat, result)
+            written.add(entry.id)
             yield result
     finally:
         if session is not None:
@@ -144,7 +147,7 @@ def _run_group(kut: KernelUnderTest, entries: list[Entry], repeat: int, store: R
                 pass
     # entries skipped because an earlier one took the guest down
     for entry in entries:
-        if not store.has(kut.name, entry.id, repeat):
+        if entry.id not in written:
             result = _base_result(kut, entry, repeat) | {
                 "verdict": "not-run", "error": "an earlier entry of this boot took the guest "
                 "down (crash, or a timeout that ^C could not recover)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from orchestrator.sim import infer_variant
 
@@ -79,3 +80,18 @@ def test_release_picks_the_base_and_conflicts_are_reported():
     u = infer_variant({"patches": [{"subject": "mm: something else", "files": ["mm/vmalloc.c"]}]})
     assert u.conflicts and "not modelled" in u.conflicts[0]
     assert "variant" in u.to_json() and u.to_json()["assumed"]
+
+
+def test_a_patch_that_undoes_batching_takes_the_feature_out():
+    """series/no-batching-7.3 on 7.3: the subject says it removes barrier batching, so the
+    model predicts one barrier pair per pte again (what the plugin measures)."""
+    from orchestrator.series import load_series
+    from orchestrator.sim import infer_variant, predict
+
+    s = load_series(str(Path(__file__).parent.parent / "series" / "no-batching-7.3"))
+    inf = infer_variant({"base": "7.3.4", "patches": [{"subject": p.subject}
+                                                       for p in s.patches]})
+    assert "arm64_lazy_mmu_batching" not in inf.features
+    assert "lazy_mmu_generic_nesting" in inf.features
+    per_loop = predict(inf.variant, "test_vmalloc run_test_mask=1 nr_pages=256").per_loop
+    assert round(per_loop["dsb.ishst"]) == 256

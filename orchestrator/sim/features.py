@@ -27,6 +27,7 @@ class Feature:
     release: str = "-"
     seed: str = ""
     subjects: tuple[str, ...] = ()
+    removed_by: tuple[str, ...] = ()  # subjects of patches that take the feature out
     files: tuple[str, ...] = ()
     effect: str = ""
     note: str = ""
@@ -77,6 +78,7 @@ def features() -> dict[str, Feature]:
             release=d.get("release", "-"),
             seed=d.get("seed", ""),
             subjects=tuple(d.get("subjects", ())),
+            removed_by=tuple(d.get("removed_by", ())),
             files=tuple(d.get("files", ())),
             effect=d.get("effect", ""),
             note=d.get("note", ""),

@@ -118,9 +118,17 @@ def infer_variant(evidence: dict) -> Inference:
         for fid, f in all_feats.items():
             if f.fault:
                 continue
+            if any(s and s.lower() in subject.lower() for s in f.removed_by):
+                feats.discard(fid)
+                decided[fid] = Decision(fid, False, "patch", f"applied patch {subject!r} "
+                                        "takes it out")
+                hit = "removed"
+                break
             if any(s and s.lower() in subject.lower() for s in f.subjects):
                 hit = fid
                 break
+        if hit == "removed":
+            continue
         if hit:
             feats.add(hit)
             decided[hit] = Decision(hit, True, "patch", f"applied patch {subject!r}")
