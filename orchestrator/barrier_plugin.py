@@ -194,46 +194,14 @@ def ensure_plugin_header(install: bool = False, qemu: str = QEMU) -> Path:
 
 def _host_debian_sources() -> list[str]:
     """deb-src entries (one-line format) mirroring the host's Debian ``deb`` entries."""
-    entries: list[tuple[str, str, list[str], str]] = []  # uri, suite, components, options
-    etc = Path("/etc/apt")
-    one_line = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
-    for f in one_line:
-        if not f.is_file():
-            continue
-        for line in f.read_text().splitlines():
-            line = line.split("#", 1)[0].strip()
-            m = re.match(r"^deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
-            if m:
-                opts = (m.group(1) or "").strip()[1:-1].strip()
-                entries.append((m.group(2), m.group(3), m.group(4).split(), opts))
-    for f in sorted((etc / "sources.list.d").glob("*.sources")):
-        for stanza in re.split(r"\n\s*\n", f.read_text()):
-            fields: dict[str, str] = {}
-            key = None
-            for raw in stanza.splitlines():
-                if raw.startswith("#") or not raw.strip():
-                    continue
-                if raw[0].isspace() and key:
-                    fields[key] += " " + raw.strip()
-                    continue
-                key, _, val = raw.partition(":")
-                key = key.strip().lower()
-                fields[key] = val.strip()
-            if "deb" not in fields.get("types", "").split():
-                continue
-            if fields.get("enabled", "yes").lower() == "no":
-                continue
-            opts = f"signed-by={fields['signed-by']}" if fields.get("signed-by", "").startswith(
-                "/") else ""
-            for uri in fields.get("uris", "").split():
-                for suite in fields.get("suites", "").split():
-                    entries.append((uri, suite, fields.get("components", "").split(), opts))
+    from orchestrator.debian_archive import host_apt_entries
+
     lines = []
-    for uri, suite, comps, opts in entries:
-        if not re.search(r"/debian(-security)?/?$", uri):
+    for e in host_apt_entries():
+        if not re.search(r"/debian(-security)?/?$", e.uri):
             continue  # third-party repositories carry no qemu source
-        o = f"[{opts}] " if opts else ""
-        lines.append(f"deb-src {o}{uri} {suite} {' '.join(comps) or 'main'}")
+        o = f"[{e.options}] " if e.options else ""
+        lines.append(f"deb-src {o}{e.uri} {e.suite} {' '.join(e.components) or 'main'}")
     return list(dict.fromkeys(lines))
 
 
