@@ -125,15 +125,11 @@ def load_comparison(name_or_path: str) -> ComparisonSpec:
 
 
 def _validate(spec: ComparisonSpec) -> None:
-    from orchestrator.comparison import _ID
+    from orchestrator.names import check_name
 
     names = [k.name for k in spec.kernels]
     for n in names:
-        if not isinstance(n, str) or not _ID.match(n) or "/" in n:
-            raise InputError(f"comparison {spec.name}: kernel name {n!r} is not a short "
-                             "name (it becomes a directory under --out)",
-                             hint="use letters, digits and . _ + - only, starting with a "
-                                  "letter or digit, at most 64 characters")
+        check_name(n, "kernel name", f"comparison {spec.name}")
     if len(names) < 2:
         raise InputError(f"comparison {spec.name} needs at least two kernels",
                          hint="add [[kernel]] tables, or pass --series")

@@ -56,8 +56,39 @@ def parse_config_text(text: str, keep_unset: bool = False) -> dict[str, str]:
     return out
 
 
-def _sets() -> dict:
-    return tomllib.loads((KERNEL_CONFIGS / "sets.toml").read_text())
+def _sets(path: Path | None = None) -> dict:
+    """sets.toml, checked completely: known keys only, every set member an existing
+    fragment, every gate naming a fragment with a valid ``versions`` and a ``why``."""
+    path = path or KERNEL_CONFIGS / "sets.toml"
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{where} is not valid TOML: {exc}", hint="fix the file") from None
+    hint = "see the comments in kernel_configs/sets.toml"
+    unknown = set(data) - {"base_target", "sets", "gates"}
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: "
+                         "base_target, sets, gates)", hint=hint)
+    if not isinstance(data.get("base_target"), str) or not isinstance(data.get("sets"), dict):
+        raise InputError(f"{where}: needs base_target = \"...\" and a [sets] table", hint=hint)
+    known = {p.stem for p in path.parent.glob("*.config")}
+    for name, members in data["sets"].items():
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise InputError(f"{where}: set {name!r} must be a list of fragment names", hint=hint)
+        missing = [m for m in members if m not in known]
+        if missing:
+            raise InputError(f"{where}: set {name!r} names unknown fragment(s) "
+                             f"{', '.join(missing)}", hint=f"fragments: {', '.join(sorted(known))}")
+    for name, gate in data.get("gates", {}).items():
+        if name not in known:
+            raise InputError(f"{where}: gate for unknown fragment {name!r}", hint=hint)
+        if not isinstance(gate, dict) or set(gate) - {"versions", "why"} or \
+                not isinstance(gate.get("versions"), str) or not gate.get("why"):
+            raise InputError(f"{where}: gate {name!r} needs exactly versions = \"...\" and "
+                             "why = \"...\"", hint=hint)
+        version_matches(gate["versions"], "6.12")  # the comparison syntax, checked now
+    return data
 
 
 def base_target() -> str:

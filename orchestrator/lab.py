@@ -40,7 +40,6 @@ import dataclasses
 import fcntl
 import json
 import os
-import re
 import socket
 import time
 import tomllib
@@ -54,6 +53,7 @@ import click
 from orchestrator import progress
 from orchestrator.atomic import atomic_write_json
 from orchestrator.errors import ConfigError, InputError, MmlabError, TargetError
+from orchestrator.names import HINT, is_safe_name
 from orchestrator.paths import cache_dir
 from orchestrator.results import RunStore, host_info, new_run_id
 
@@ -88,9 +88,6 @@ class Inventory:
             raise InputError("no board matches the selection",
                              hint=f"boards: {', '.join(b.name for b in self.boards)}")
         return boards
-
-
-_BOARD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 def load_inventory(path: str | Path) -> Inventory:
@@ -135,11 +132,9 @@ def load_inventory(path: str | Path) -> Inventory:
         if unknown:
             raise ConfigError(f"{label}: unknown keys {sorted(unknown)}",
                               hint=f"known keys: {', '.join(sorted(fields))}")
-        if not _BOARD_NAME.match(merged["name"]):
+        if not is_safe_name(merged["name"]):
             raise ConfigError(f"{label}: board name {merged['name']!r} is not a short name (it "
-                              "becomes a directory under --out and a lease file)",
-                              hint="use letters, digits and . _ + - only, starting with a "
-                                   "letter or digit")
+                              "becomes a directory under --out and a lease file)", hint=HINT)
         if merged["name"] in seen:
             raise ConfigError(f"{label}: duplicate board name", hint="names must be unique")
         seen.add(merged["name"])

@@ -25,17 +25,16 @@ its first element is a script in ``guest_tests/``.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator import datafiles
 from orchestrator.errors import InputError
+from orchestrator.names import is_safe_name
 from orchestrator.paths import GUEST_TESTS, PLANS
 
 PARSERS = {"test_vmalloc", "ptdump", "dmesg", "wx", "ktap"}
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def plan_from_dict(data: dict, path: Path | None = None) -> Plan:
         if not isinstance(raw, dict) or "id" not in raw or "run" not in raw:
             raise bad(f"entry #{i} needs an id and a run list")
         eid = str(raw["id"])
-        if not _ID.match(eid) or eid in seen:
+        if not is_safe_name(eid) or eid in seen:
             raise bad(f"entry #{i}: id {eid!r} is not a unique simple name")
         seen.add(eid)
         run = raw["run"]

@@ -98,6 +98,7 @@ def test_bad_inputs_are_input_errors(mutate, message):
         cmp.Comparison.from_dict(data)
 
 
+@pytest.mark.fault('kernel WARNING / KASAN / W+X failure / panic on a candidate (findings given to the comparison as data: the test kernels cannot produce them on demand)', "each new signature is a correctness failure, one already on the baseline is 'known'; verdict FAIL", '1 (with --exit-code)')
 def test_correctness_is_judged_against_the_baseline():
     comp = fixture()
     sig = "WARNING: at lib/test_vmalloc.c:123 fix_size_alloc_test"

@@ -116,6 +116,7 @@ def test_crash_becomes_a_verdict_and_the_run_goes_on(tmp_path, kernel_artifact):
     assert res[("fix_size_small", 1)]["verdict"] == "ok"
 
 
+@pytest.mark.fault('SIGKILL mid-run, then --resume', 'finished results kept whole; --resume runs the rest and redoes none', '-9, then 0')
 @pytest.mark.kernel
 @pytest.mark.boot
 def test_killed_run_keeps_results_and_resumes(tmp_path, kernel_artifact):

@@ -258,3 +258,23 @@ def test_debian_7_3_is_fetched_verified_and_materialized():
     req = BuildRequest.for_tree(src, "default")
     assert [f.name for f in req.fragments] == ["qemu-virt", "sysctl", "test_vmalloc", "ptdump",
                                                "kunit-lazy-mmu"]
+
+
+@pytest.mark.parametrize("text,match", [
+    ('base_target = "tinyconfig"\n[sets]\nx = ["qemu-virt"]\n[gate.qemu-virt]\n', "unknown key"),
+    ('base_target = "tinyconfig"\n[sets]\nx = ["qemu-virtt"]\n', "unknown fragment"),
+    ('base_target = "tinyconfig"\n[sets]\nx = ["qemu-virt"]\n[gates.qemu-virt]\n'
+     'versions = "after 7.0"\nwhy = "x"\n', "bad version gate"),
+    ('base_target = "tinyconfig"\n[sets]\nx = ["qemu-virt"]\n[gates.qemu-virt]\n'
+     'versions = ">= 7.0"\n', "needs exactly versions"),
+])
+def test_bad_fragment_sets_are_refused_at_load(tmp_path, text, match):
+    (tmp_path / "qemu-virt.config").write_text("CONFIG_X=y\n")
+    (tmp_path / "sets.toml").write_text(text)
+    with pytest.raises(InputError, match=match):
+        kconfig._sets(tmp_path / "sets.toml")
+
+
+def test_the_shipped_fragment_sets_load():
+    data = kconfig._sets()
+    assert "default" in data["sets"] and "kunit-lazy-mmu" in data["gates"]
