@@ -45,7 +45,16 @@ from orchestrator.errors import InputError, TargetError
 from orchestrator.paths import cache_dir
 
 MODULE_PATH = "/lib/modules/test_vmalloc.ko"
-DEFAULT_KINDS = ("dsb", "dsb.ishst", "dsb.ish", "isb", "dmb", "tlbi")
+DEFAULT_KINDS = ("dsb", "dsb.ishst", "dsb.ish", "isb", "dmb", "dmb.ish", "tlbi", "atomic",
+                 "atomic.lse.al", "atomic.stlxr")
+# Where the pte-write barriers land, across kernels: 6.12 and the demo series in
+# __set_ptes*/__set_pte (inlined there), 6.16+ in queue_pte_barriers'/emit's callers and the
+# out-of-line arch_flush/leave_lazy_mmu_mode copies (7.3: arch_flush_lazy_mmu_mode#N).
+PTE_WRITE_FUNCTIONS = (r"^(__set_ptes|__set_pte|set_pte|__set_ptes_anysz|emit_pte_barriers|"
+                       r"queue_pte_barriers|arch_flush_lazy_mmu_mode|arch_leave_lazy_mmu_mode)")
+# Interrupt work the model leaves out on purpose (the timer tick and its GIC entry): their
+# ISBs and DSBs are the "remainder" of a loop's count.
+INTERRUPT_FUNCTIONS = r"^(arch_timer_|arch_counter_|gic_handle_irq|gic_)"
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,9 @@ def per_loop(counts: Counts, points: Sequence[LoopPoint], *,
         wl, wh = _window(counts, lo.marker), _window(counts, hi.marker)
         per_kind = {k: _slope(wl.count(k), wh.count(k), lo.loops, hi.loops) for k in kinds}
         fixed = {k: wl.count(k) - per_kind[k] * lo.loops for k in kinds}
+        if wl.insns is not None and wh.insns is not None:  # plugin run with insns=on
+            per_kind["insns"] = _slope(wl.insns, wh.insns, lo.loops, hi.loops)
+            fixed["insns"] = wl.insns - per_kind["insns"] * lo.loops
         fl, fh = wl.by_function(), wh.by_function()
         per_fn: dict[str, dict[str, float]] = {}
         for fn in sorted(set(fl) | set(fh)):
@@ -403,8 +415,9 @@ def kernel_files(spec: str) -> KernelFiles:
 def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
             loops: tuple[int, int] = (1000, 2000), smp: int = 1, repeat: int = 3,
             icount_shift: int | None = 3, workdir: Path | None = None,
-            run_test_mask: int = 1) -> dict[str, Any]:
-    """Repeat runs of the test's points; per-loop counts, spreads, static check."""
+            run_test_mask: int = 1, insns: bool = True) -> dict[str, Any]:
+    """Repeat runs of the test's points; per-loop counts (barriers, TLBI, atomics and, with
+    ``insns``, executed instructions), spreads, pte-write and interrupt parts, static check."""
     from orchestrator.elfinspect import barrier_census
 
     points = fix_size_points(nr_pages, loops, run_test_mask)
@@ -412,10 +425,13 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
     for r in range(repeat):
         wd = (workdir / f"run{r}") if workdir else None
         d = run_direct(files.image, files.vmlinux, files.module, points, smp=smp,
-                       icount_shift=icount_shift, workdir=wd)
+                       icount_shift=icount_shift, workdir=wd, insns=insns)
         runs.append(per_loop(d.counts, points))
-    pte = {nr: [(function_per_loop(run[nr], r"^__set_ptes", "dsb.ishst"),
-                 function_per_loop(run[nr], r"^__set_ptes", "isb")) for run in runs]
+    pte = {nr: [(function_per_loop(run[nr], PTE_WRITE_FUNCTIONS, "dsb.ishst"),
+                 function_per_loop(run[nr], PTE_WRITE_FUNCTIONS, "isb")) for run in runs]
+           for nr in runs[0]}
+    irq = {nr: [{k: function_per_loop(run[nr], INTERRUPT_FUNCTIONS, k)
+                 for k in ("isb", "dsb.ish", "dsb.ishst")} for run in runs]
            for nr in runs[0]}
     spreads = repeat_summary(runs)
     scaling = dsb_scaling(runs[0]) if len(runs[0]) > 1 else {}
@@ -428,6 +444,7 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
                      for nr, ks in spreads.items()},
         "pte_write_per_loop": {str(nr): [{"dsb.ishst": a, "isb": b} for a, b in v]
                                for nr, v in pte.items()},
+        "interrupt_per_loop": {str(nr): v for nr, v in irq.items()},
         "runs": [{str(nr): res.to_json() for nr, res in run.items()} for run in runs],
         "dsb_scaling": {f: {"per_page": s.per_page, "base": s.base, "placement": s.placement}
                         for f, s in scaling.items()},
@@ -436,18 +453,28 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
 
 
 def _print_measurement(m: dict[str, Any]) -> None:
-    click.echo(f"kernel {m['kernel']}  -smp {m['smp']}  repeats {m['repeat']}  loops "
+    test = {1: "fix_size_alloc_test", 2: "full_fit_alloc_test",
+            1024: "vm_map_ram_test"}.get(m.get("run_test_mask", 1), f"mask {m.get('run_test_mask')}")
+    click.echo(f"kernel {m['kernel']}  {test}  -smp {m['smp']}  repeats {m['repeat']}  loops "
                f"{m['loops'][0]}->{m['loops'][1]}  icount "
-               f"{'off' if m['icount_shift'] is None else m['icount_shift']}")
-    click.echo(f"{'nr_pages':>8}  {'DSB/loop':>10} {'spread':>7}  {'ISB/loop':>10} {'spread':>7}"
-               f"  {'pte-write DSB':>13} {'ISB':>8}")
+               f"{'off' if m['icount_shift'] is None else m['icount_shift']}  (per loop)")
+    click.echo(f"{'nr_pages':>8} {'DSB':>9} {'ISB':>9} {'DMB':>8} {'TLBI':>7} {'atomics':>8} "
+               f"{'insns':>9} | {'pte DSB':>8} {'pte ISB':>8} | {'irq ISB':>7}  spread")
     for nr, ks in m["per_loop"].items():
         pte = m["pte_write_per_loop"][nr]
         pd = statistics.fmean(x["dsb.ishst"] for x in pte)
         pi = statistics.fmean(x["isb"] for x in pte)
-        click.echo(f"{nr:>8}  {ks['dsb']['mean']:>10.3f} {ks['dsb']['rel_spread']:>6.2%}  "
-                   f"{ks['isb']['mean']:>10.3f} {ks['isb']['rel_spread']:>6.2%}  "
-                   f"{pd:>13.3f} {pi:>8.3f}")
+        irq = m.get("interrupt_per_loop", {}).get(nr) or [{"isb": 0.0}]
+        ii = statistics.fmean(x["isb"] for x in irq)
+        ins = ks.get("insns", {}).get("mean")
+        spread = max(ks[k]["rel_spread"] for k in ("dsb", "isb"))
+        click.echo(f"{nr:>8} {ks['dsb']['mean']:>9.3f} {ks['isb']['mean']:>9.3f} "
+                   f"{ks['dmb']['mean']:>8.2f} {ks['tlbi']['mean']:>7.3f} "
+                   f"{ks.get('atomic', {}).get('mean', 0.0):>8.2f} "
+                   f"{(f'{ins:9.0f}' if ins is not None else '        -')} | {pd:>8.3f} "
+                   f"{pi:>8.3f} | {ii:>7.3f}  {spread:.2%}")
+    click.echo("pte DSB/ISB: in the functions that write kernel ptes or flush lazy-MMU "
+               "sections; irq ISB: timer and GIC interrupt work (the model leaves it out)")
     for c in m["census_check"]:
         verdict = "agrees" if c["agree"] else "DISAGREES"
         click.echo(f"census: {c['function']}: dynamic {c['dynamic']}, static {c['static']} "
@@ -461,15 +488,19 @@ def _make_command() -> click.Command:
                   help="Comma-separated nr_pages values of fix_size_alloc_test.")
     @click.option("--loops", default="1000,2000", show_default=True,
                   help="Two loop counts; the per-loop count is the slope between them.")
+    @click.option("--mask", "run_test_mask", default=1, show_default=True, type=int,
+                  help="test_vmalloc run_test_mask: 1 fix_size_alloc, 2 full_fit_alloc, "
+                  "1024 vm_map_ram (any single test).")
     @click.option("--smp", default=1, show_default=True, type=int)
     @click.option("--repeat", default=3, show_default=True, type=int)
     @click.option("--icount", "icount_shift", default=3, show_default=True, type=int,
                   help="QEMU -icount shift (deterministic guest time); -1 for real time.")
     @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                   help="Write the full measurement as JSON here.")
-    def barriers_command(kernel: str, nr_pages: str, loops: str, smp: int, repeat: int,
-                         icount_shift: int, json_out: Path | None) -> None:
-        """Count the DSB/ISB a kernel executes per test_vmalloc fix_size_alloc loop.
+    def barriers_command(kernel: str, nr_pages: str, loops: str, run_test_mask: int, smp: int,
+                         repeat: int, icount_shift: int, json_out: Path | None) -> None:
+        """Count the barriers, TLBIs, atomics and instructions a kernel executes per
+        test_vmalloc loop (fix_size_alloc by default; --mask picks another test).
 
         KERNEL: an artifact (directory or key prefix) or a kernel build directory.
         """
@@ -481,8 +512,12 @@ def _make_command() -> click.Command:
         except ValueError:
             raise InputError(f"bad --nr-pages {nr_pages!r} or --loops {loops!r}",
                              hint="comma-separated integers, e.g. --loops 1000,2000") from None
+        if run_test_mask <= 0 or run_test_mask & (run_test_mask - 1):
+            raise InputError(f"--mask {run_test_mask}: give one test's bit (1, 2, 4, ... 1024)",
+                             hint="per-loop counts need a single test per run")
         m = measure(kernel_files(kernel), nr_pages=pages, loops=(lo, hi), smp=smp,
-                    repeat=repeat, icount_shift=None if icount_shift < 0 else icount_shift)
+                    repeat=repeat, icount_shift=None if icount_shift < 0 else icount_shift,
+                    run_test_mask=run_test_mask)
         _print_measurement(m)
         if json_out:
             atomic_write_json(json_out, m)

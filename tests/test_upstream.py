@@ -95,6 +95,9 @@ def test_compare_across_trees_6_12_and_7_3(tmp_path, kernel_artifact, upstream_a
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
+    from orchestrator.comparison import validate_json
+
+    validate_json(data)                       # what was written matches the published schema
     atomics = next(row for row in data["configs"] if row["property"] == "atomics")
     assert atomics["values"]["v6.12"] == "LL/SC" and atomics["values"]["v7.3"].startswith("LSE")
     reasons = " | ".join(data["analysis"]["verdict"]["reasons"])
