@@ -267,6 +267,9 @@ def report_command(results: Path, output: Path | None, junit: Path | None, reana
     from orchestrator.comparison import validate_json
 
     if validate:  # before loading: a malformed file is one schema error, not a traceback
+        if not results.is_file():
+            raise InputError(f"no such results file: {results}",
+                             hint="pass a results.json written by `mmlab compare`")
         try:
             data = json.loads(results.read_text())
         except (OSError, ValueError) as exc:
