@@ -68,17 +68,30 @@ def pytest_runtest_makereport(item, call):
                             "test": item.nodeid, "outcome": rep.outcome})
 
 
+def fault_table(rows: list[dict]) -> str:
+    """The Markdown table: one row per fault (parametrized cases of one fault counted)."""
+    grouped: dict[str, dict] = {}
+    for r in rows:
+        g = grouped.setdefault(r["fault"], dict(r, cases=0, passed=0, tests=set()))
+        g["cases"] += 1
+        g["passed"] += r["outcome"] == "passed"
+        test = r["test"].split("::", 1)
+        g["tests"].add(f"`{Path(test[0]).name}::{test[1].split('[', 1)[0]}`")
+    lines = ["| fault | what mmlab did | exit | results lost | result | test |",
+             "|---|---|---|---|---|---|"]
+    for name in sorted(grouped):
+        g = grouped[name]
+        result = ("PASS" if g["passed"] == g["cases"] else f"FAIL ({g['cases'] - g['passed']})")
+        if g["cases"] > 1:
+            result += f", {g['cases']} cases"
+        lines.append(f"| {name} | {g['did']} | {g['exit']} | {g['lost']} | {result} | "
+                     f"{', '.join(sorted(g['tests']))} |")
+    return "\n".join(lines) + "\n"
+
+
 def pytest_sessionfinish(session, exitstatus):
     path = os.environ.get("MMLAB_FAULT_TABLE")
     if not path or not _FAULT_ROWS:
         return
-    rows = sorted(_FAULT_ROWS, key=lambda r: r["fault"])
-    lines = ["| fault | what mmlab did | exit | results lost | result | test |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        test = r["test"].split("::", 1)
-        lines.append(f"| {r['fault']} | {r['did']} | {r['exit']} | {r['lost']} | "
-                     f"{'PASS' if r['outcome'] == 'passed' else r['outcome'].upper()} | "
-                     f"`{Path(test[0]).name}::{test[1]}` |")
-    Path(path).write_text("\n".join(lines) + "\n")
-    Path(path).with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+    Path(path).write_text(fault_table(_FAULT_ROWS))
+    Path(path).with_suffix(".json").write_text(json.dumps(_FAULT_ROWS, indent=2) + "\n")
