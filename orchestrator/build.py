@@ -99,12 +99,8 @@ def fragments_for(tree: TreeSource, config: str | list[str] | None
     """The config fragments for ``tree``: gated fragments outside the tree's version left out
     (returned as {name: why})."""
     version = tree.kernel_version()
-    spec = config or "default"
-    sets = kconfig._sets()["sets"]
-    names = sets[spec] if isinstance(spec, str) and spec in sets else (
-        [s for s in spec.split(",") if s] if isinstance(spec, str) else list(spec))
     return (kconfig.resolve_fragments(config, version=version),
-            kconfig.gate_skips(names, version))
+            kconfig.gate_skips(kconfig.fragment_names(config), version))
 
 
 def series_identity(series) -> dict:

@@ -170,6 +170,13 @@ def resolve_fragments(spec: str | list[str] | None, version: str | None = None
     With the tree's ``version`` (X.Y), gated fragments outside their range are left out
     (see sets.toml [gates]); without it, every fragment is kept.
     """
+    names = fragment_names(spec)
+    skip = gate_skips(names, version)
+    return [load_fragment(n) for n in names if n not in skip]
+
+
+def fragment_names(spec: str | list[str] | None) -> list[str]:
+    """The fragment names (or paths) a set name, a comma-separated list or a list stands for."""
     if spec is None:
         spec = "default"
     if isinstance(spec, str):
@@ -179,8 +186,7 @@ def resolve_fragments(spec: str | list[str] | None, version: str | None = None
         names = list(spec)
     if not names:
         raise InputError("no config fragments given", hint=f"use a set: {', '.join(set_names())}")
-    skip = gate_skips(names, version)
-    return [load_fragment(n) for n in names if n not in skip]
+    return names
 
 
 def requested(fragments: list[Fragment]) -> dict[str, tuple[str, str]]:
