@@ -480,6 +480,18 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
     return comp
 
 
+def check_schema(comp) -> None:
+    """What a comparison writes is checked against the published schema; a mismatch is a
+    warning naming the first problem (the results are kept: a bug here must not lose a run)."""
+    from orchestrator.comparison import validate_json
+
+    try:
+        validate_json(comp.to_dict())
+    except MmlabError as exc:
+        progress.info(f"warning: results.json does not match its schema ({exc}); please "
+                      "report this as a bug")
+
+
 def _status_field(output_path: str | None, key: str) -> str | None:
     """A key=value from a guest test's status line ("mmlab-ptdump-stress: ... wx=passed")."""
     if not output_path or not Path(output_path).is_file():
@@ -557,6 +569,7 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
     comp.plan.extra = {"durations_s": {"builds": round(t_build, 1), "runs": round(t_runs, 1)}}
     comp.analyze()
     comp.save(out / "results.json")
+    check_schema(comp)
     from orchestrator.junit import write_junit
     from orchestrator.report import write_report
 

@@ -372,6 +372,7 @@ def render_board_reports(spec: Any, arts: dict, plan: Any, out: Path, summary: d
     Returns ({board: report.html}, {board: verdict as in results.json})."""
     from orchestrator.compare import (
         assemble,
+        check_schema,
         counted_workloads,
         infer_variants,
         predictions,
@@ -394,6 +395,7 @@ def render_board_reports(spec: Any, arts: dict, plan: Any, out: Path, summary: d
             comp.plan.target = f"ssh board {name} ({status.get('address', '')})"
             comp.analyze()
             comp.save(root / "results.json")
+            check_schema(comp)
             reports[name] = str(write_report(comp, root / "report.html", results_dir=root))
             write_junit(comp, root / "junit.xml")
             verdicts[name] = dataclasses.asdict(comp.analysis.verdict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +160,22 @@ def test_upstream_comparison_names_three_releases_with_their_trees():
     assert [(k.name, k.tree) for k in spec.kernels] == [
         ("v6.12", "debian:6.12"), ("v6.18", "debian:6.18"), ("v7.3", "debian:7.3")]
     assert spec.baseline == "v6.12"
+
+
+def test_a_result_that_drifts_from_the_schema_is_a_warning_not_a_lost_run(capsys):
+    """compare and lab check what they write against the schema (the `kunit` check category
+    was missing from it and no run noticed); a mismatch warns, the results stay."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_report import fixture
+
+    from orchestrator.compare import check_schema
+
+    comp = fixture()
+    comp.analyze()
+    check_schema(comp)
+    assert "does not match its schema" not in capsys.readouterr().err
+    comp.configs = [{"property": "x"}]
+    check_schema(comp)
+    assert "does not match its schema" in capsys.readouterr().err
