@@ -134,21 +134,31 @@ def test_prompts_file_covers_every_fragment_option():
 
 # --- .deb trees -----------------------------------------------------------------------------------
 
-def _fake_linux_source_deb(tmp_path: Path) -> Path:
-    """A linux-source-style .deb (made with the real dpkg-deb) around a tiny tree tarball."""
-    tree = _tree(tmp_path / "linux-source-9.9", "9", "9", "0")
+def _deb(tmp_path: Path, package: str, files: dict[str, Path | str]) -> Path:
+    """A .deb made with the real dpkg-deb: {path in package: a tree to tar.xz, or text}."""
     root = tmp_path / "pkg"
     (root / "DEBIAN").mkdir(parents=True)
     (root / "DEBIAN" / "control").write_text(
-        "Package: linux-source-9.9\nVersion: 9.9.0-1\nArchitecture: all\n"
+        f"Package: {package}\nVersion: 1.0-1\nArchitecture: all\n"
         "Maintainer: test <t@example.org>\nDescription: input data for a test\n")
-    (root / "usr" / "src").mkdir(parents=True)
-    with tarfile.open(root / "usr" / "src" / "linux-source-9.9.tar.xz", "w:xz") as tf:
-        tf.add(tree, arcname="linux-source-9.9")
-    deb = tmp_path / "linux-source-9.9_9.9.0-1_all.deb"
+    for rel, content in files.items():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            with tarfile.open(dest, "w:xz") as tf:
+                tf.add(content, arcname=content.name)
+        else:
+            dest.write_text(content)
+    deb = tmp_path / f"{package}_1.0-1_all.deb"
     subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)],
                    check=True, capture_output=True)
     return deb
+
+
+def _fake_linux_source_deb(tmp_path: Path) -> Path:
+    """A linux-source-style .deb around a tiny tree tarball."""
+    tree = _tree(tmp_path / "linux-source-9.9", "9", "9", "0")
+    return _deb(tmp_path, "linux-source-9.9", {"usr/src/linux-source-9.9.tar.xz": tree})
 
 
 def test_a_linux_source_deb_is_a_tree(tmp_path, isolated_cache):
@@ -162,15 +172,7 @@ def test_a_linux_source_deb_is_a_tree(tmp_path, isolated_cache):
 
 
 def test_a_deb_that_is_not_linux_source_is_refused(tmp_path, isolated_cache):
-    root = tmp_path / "pkg"
-    (root / "DEBIAN").mkdir(parents=True)
-    (root / "DEBIAN" / "control").write_text(
-        "Package: hello\nVersion: 1\nArchitecture: all\nMaintainer: t <t@e.org>\n"
-        "Description: x\n")
-    (root / "usr" / "share").mkdir(parents=True)
-    (root / "usr" / "share" / "hello").write_text("hi\n")
-    deb = tmp_path / "hello_1_all.deb"
-    subprocess.run(["dpkg-deb", "--build", str(root), str(deb)], check=True, capture_output=True)
+    deb = _deb(tmp_path, "hello", {"usr/share/hello": "hi\n"})
     with pytest.raises(InputError, match="holds no usr/src/linux-source"):
         resolve_tree(str(deb))
     trunc = tmp_path / "linux-source-1.0_1_all.deb"
