@@ -36,6 +36,7 @@ import click
 from orchestrator import datafiles, progress
 from orchestrator.artifacts import Artifact
 from orchestrator.atomic import atomic_write_json
+from orchestrator.barrier_counts import INTERRUPT_FUNCTIONS
 from orchestrator.build import BuildRequest, build_kernel, load_series_spec
 from orchestrator.errors import InputError, MmlabError
 from orchestrator.parsers.test_vmalloc import worse_status
@@ -62,7 +63,8 @@ MEASURED_ONLY = {
     "insns": "instructions executed per loop (the plugin's count): the cost model's input "
              "under emulation, not predicted yet",
 }
-TIMER_FUNCTIONS = re.compile(r"^(arch_timer_|arch_counter_|gic_handle_irq|gic_)")
+# interrupt work the model leaves out: one pattern, shared with `mmlab barriers`
+TIMER_FUNCTIONS = re.compile(INTERRUPT_FUNCTIONS)
 # plan-entry parameters that identify a metric (others, e.g. loop counts, do not)
 METRIC_PARAMS = ("nr_pages", "use_huge", "nr_threads", "run_test_mask")
 
