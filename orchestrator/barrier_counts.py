@@ -65,15 +65,16 @@ class LoopPoint:
     loops: int
     marker: int  # window id (1..255)
     run_test_mask: int = 1  # fix_size_alloc_test
+    use_huge: int = 0  # test_vmalloc's use_huge (vmalloc_huge in fix_size_alloc_test)
 
     def params(self) -> str:
         return (f"run_test_mask={self.run_test_mask} test_loop_count={self.loops} "
-                f"nr_pages={self.nr_pages}")
+                f"nr_pages={self.nr_pages}" + (" use_huge=1" if self.use_huge else ""))
 
 
 def fix_size_points(nr_pages: Iterable[int] = (1, 16, 256),
                     loops: tuple[int, int] = (1000, 2000),
-                    run_test_mask: int = 1) -> list[LoopPoint]:
+                    run_test_mask: int = 1, use_huge: int = 0) -> list[LoopPoint]:
     """Two windows (low and high loop count) per nr_pages, markers 1, 2, 3, ...
 
     ``run_test_mask`` picks the test_vmalloc test (1 fix_size_alloc, 1024 vm_map_ram: both
@@ -86,7 +87,7 @@ def fix_size_points(nr_pages: Iterable[int] = (1, 16, 256),
     for p in nr_pages:
         for n in (lo, hi):
             points.append(LoopPoint(nr_pages=p, loops=n, marker=len(points) + 1,
-                                    run_test_mask=run_test_mask))
+                                    run_test_mask=run_test_mask, use_huge=int(bool(use_huge))))
     if len(points) > 255:
         raise InputError("more than 255 windows", hint="split the points over several boots")
     return points
@@ -209,6 +210,62 @@ def function_per_loop(result: PointResult, function_pattern: str, kind: str) -> 
     elfinspect names duplicate local symbols ``name#2``...)."""
     rx = re.compile(function_pattern)
     return sum(row.get(kind, 0.0) for fn, row in result.per_function.items() if rx.search(fn))
+
+
+# ----------------------------------------------------------------- modelled vs remainder
+
+# The quantities a loop's counts are compared in (measured and predicted alike).
+COMPARED = ("dsb.ishst", "dsb.ish", "isb", "dmb.ish", "dmb.ishst", "tlbi", "atomic",
+            "atomic.full")
+FULL_ATOMICS = ("atomic.stlxr", "atomic.lse.al", "atomic.cas.al")  # fully ordered RMWs
+
+
+def families(kinds: dict[str, float]) -> dict[str, float]:
+    """Exact plugin/model kinds -> the COMPARED quantities (tlbi.* -> tlbi, atomic.* ->
+    atomic, fully ordered atomics also -> atomic.full); other exact kinds kept as they are."""
+    out: dict[str, float] = defaultdict(float)
+    for k, v in kinds.items():
+        if k.startswith("tlbi."):
+            out["tlbi"] += v
+        elif k.startswith("atomic."):
+            out["atomic"] += v
+            if k in FULL_ATOMICS:
+                out["atomic.full"] += v
+        elif k in ("atomic", "tlbi"):
+            continue  # totals: the exact kinds carry the same counts
+        else:
+            out[k] += v
+    return dict(out)
+
+
+def left_out() -> dict[str, tuple[str, re.Pattern[str]]]:
+    """orchestrator/left_out.toml: category -> (why, function pattern)."""
+    import tomllib
+
+    data = tomllib.loads((Path(__file__).with_name("left_out.toml")).read_text())
+    return {name: (d["why"], re.compile(d["functions"])) for name, d in data.items()}
+
+
+def left_out_category(function: str, table: dict | None = None) -> str | None:
+    for name, (_why, rx) in (table or left_out()).items():
+        if rx.match(function):
+            return name
+    return None
+
+
+def split_remainder(per_function: dict[str, dict[str, float]]
+                    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(modelled, remainder) per loop from a point's per-function counts: the functions of a
+    left_out.toml category go to ``remainder[category]``, all others are modelled work."""
+    table = left_out()
+    modelled: dict[str, float] = defaultdict(float)
+    remainder: dict[str, dict[str, float]] = {}
+    for fn, kinds in per_function.items():
+        cat = left_out_category(fn, table)
+        target = modelled if cat is None else remainder.setdefault(cat, defaultdict(float))
+        for k, v in families(kinds).items():
+            target[k] += v
+    return (dict(modelled), {c: dict(v) for c, v in remainder.items()})
 
 
 # --------------------------------------------------------------------------- static check
@@ -415,12 +472,12 @@ def kernel_files(spec: str) -> KernelFiles:
 def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
             loops: tuple[int, int] = (1000, 2000), smp: int = 1, repeat: int = 3,
             icount_shift: int | None = 3, workdir: Path | None = None,
-            run_test_mask: int = 1, insns: bool = True) -> dict[str, Any]:
+            run_test_mask: int = 1, insns: bool = True, use_huge: int = 0) -> dict[str, Any]:
     """Repeat runs of the test's points; per-loop counts (barriers, TLBI, atomics and, with
     ``insns``, executed instructions), spreads, pte-write and interrupt parts, static check."""
     from orchestrator.elfinspect import barrier_census
 
-    points = fix_size_points(nr_pages, loops, run_test_mask)
+    points = fix_size_points(nr_pages, loops, run_test_mask, use_huge)
     runs = []
     for r in range(repeat):
         wd = (workdir / f"run{r}") if workdir else None
@@ -439,6 +496,7 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
     return {
         "kernel": files.label, "smp": smp, "repeat": repeat, "loops": list(loops),
         "run_test_mask": run_test_mask,
+        "use_huge": int(bool(use_huge)),
         "icount_shift": icount_shift,
         "per_loop": {str(nr): {k: v.to_json() for k, v in ks.items()}
                      for nr, ks in spreads.items()},
@@ -455,6 +513,8 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
 def _print_measurement(m: dict[str, Any]) -> None:
     test = {1: "fix_size_alloc_test", 2: "full_fit_alloc_test",
             1024: "vm_map_ram_test"}.get(m.get("run_test_mask", 1), f"mask {m.get('run_test_mask')}")
+    if m.get("use_huge"):
+        test += " use_huge=1"
     click.echo(f"kernel {m['kernel']}  {test}  -smp {m['smp']}  repeats {m['repeat']}  loops "
                f"{m['loops'][0]}->{m['loops'][1]}  icount "
                f"{'off' if m['icount_shift'] is None else m['icount_shift']}  (per loop)")
@@ -491,14 +551,17 @@ def _make_command() -> click.Command:
     @click.option("--mask", "run_test_mask", default=1, show_default=True, type=int,
                   help="test_vmalloc run_test_mask: 1 fix_size_alloc, 2 full_fit_alloc, "
                   "1024 vm_map_ram (any single test).")
+    @click.option("--use-huge", "use_huge", is_flag=True,
+                  help="test_vmalloc use_huge=1 (vmalloc_huge in fix_size_alloc_test).")
     @click.option("--smp", default=1, show_default=True, type=int)
     @click.option("--repeat", default=3, show_default=True, type=int)
     @click.option("--icount", "icount_shift", default=3, show_default=True, type=int,
                   help="QEMU -icount shift (deterministic guest time); -1 for real time.")
     @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                   help="Write the full measurement as JSON here.")
-    def barriers_command(kernel: str, nr_pages: str, loops: str, run_test_mask: int, smp: int,
-                         repeat: int, icount_shift: int, json_out: Path | None) -> None:
+    def barriers_command(kernel: str, nr_pages: str, loops: str, run_test_mask: int,
+                         use_huge: bool, smp: int, repeat: int, icount_shift: int,
+                         json_out: Path | None) -> None:
         """Count the barriers, TLBIs, atomics and instructions a kernel executes per
         test_vmalloc loop (fix_size_alloc by default; --mask picks another test).
 
@@ -517,7 +580,7 @@ def _make_command() -> click.Command:
                              hint="per-loop counts need a single test per run")
         m = measure(kernel_files(kernel), nr_pages=pages, loops=(lo, hi), smp=smp,
                     repeat=repeat, icount_shift=None if icount_shift < 0 else icount_shift,
-                    run_test_mask=run_test_mask)
+                    run_test_mask=run_test_mask, use_huge=int(use_huge))
         _print_measurement(m)
         if json_out:
             atomic_write_json(json_out, m)

@@ -33,6 +33,11 @@ from orchestrator.sim.machine import Machine
 VMAP_BBMAP_BITS = 1024  # pages per per-CPU vmap block (64-bit, large vmalloc space)
 VMAP_MAX_ALLOC = 64  # BITS_PER_LONG: larger vm_map_ram goes through alloc_vmap_area
 THREAD_ALIGN = 2 * 16384  # arm64 with VMAP_STACK: 2 * THREAD_SIZE
+# VA in use below the first free hole when a workload starts. Its exact size is the
+# booted kernel's business; what matters is that it is not a multiple of a pte table's
+# span (2 MiB): areas then straddle tables at the rate real kernels show (vm_map_ram of 256
+# pages: 1.5 pte tables per loop measured on 6.18 and 7.3, not 1.0). One page stands for it.
+BOOT_VA_IN_USE = P.PAGE_SIZE
 
 
 @dataclass
@@ -64,6 +69,8 @@ class Kernel:
     batched: bool = False
     ncpus_online: int = 1
     ptdump_debugfs: bool = True  # CONFIG_PTDUMP_DEBUGFS (mmlab's default kernel has it)
+    hugetlb_page: bool = True  # CONFIG_HUGETLB_PAGE: vmap_pte_range's contpte mapping
+    va_in_use: int = -1  # VA held below the first free hole; -1: BOOT_VA_IN_USE
     debug_pagealloc: bool = False
     rodata_full: bool = True  # CONFIG_RODATA_FULL_DEFAULT_ENABLED
     free: list[list[int]] = field(default_factory=list)  # sorted [start, end) holes
@@ -78,12 +85,26 @@ class Kernel:
         self.pt = self.m.pt
         if self.batched:
             self.pt.np_leaf = True
-        self.free = [[P.VMALLOC_START, P.VMALLOC_END]]
-        self._starts = [P.VMALLOC_START]
+        # the kernel's own vmalloc users (module, stacks, ...) hold VA before a test starts:
+        # the free space starts at an offset that is in general not pte-table aligned
+        if self.va_in_use < 0:
+            self.va_in_use = BOOT_VA_IN_USE
+        start = P.VMALLOC_START + self.va_in_use
+        self.free = [[start, P.VMALLOC_END]]
+        self._starts = [start]
         f = self.m.f
         self.vmalloc_lazy = "vmalloc_lazy_mmu" in f
-        self.contpte = "vmap_contpte" in f
+        # vmap_contpte: arch_vmap_pte_supported_shift() gives vmalloc_huge 64K chunks (each
+        # its own vmap_range_noflush); only with CONFIG_HUGETLB_PAGE does vmap_pte_range map
+        # a chunk as one contpte block (set_huge_pte_at), else pte by pte
+        self.contpte_shift = "vmap_contpte" in f
+        self.contpte = self.contpte_shift and self.hugetlb_page
         self.hoist = "set_ptes_hoist_barriers" in f
+        # free_vmap_area_noflush: atomic_long_add_return (fully ordered) until the
+        # _relaxed form; nr_vmalloc_pages (one relaxed atomic per vmalloc and per vfree)
+        # until NR_VMALLOC became a vmstat counter (vmstat work is not modelled)
+        self.lazy_nr_order = "relaxed" if "vmap_lazy_nr_relaxed" in f else "full"
+        self.nr_vmalloc_atomic = "vmalloc_stat_vmstat" not in f
         self.huge_vmap_pmd = (not self.ptdump_debugfs) or "ptdump_static_key" in f
 
     # ------------------------------------------------------------------ helpers
@@ -159,6 +180,7 @@ class Kernel:
     def free_vmap_area_noflush(self, start: int, size: int) -> None:
         self.lazy.append((start, start + size))
         self.lazy_nr += size >> P.PAGE_SHIFT
+        self.m.rmw(self.lazy_nr_order)  # atomic_long_add_return[_relaxed](&vmap_lazy_nr)
         self.m.event("va_free_lazy")
         if self.lazy_nr > self.lazy_max_pages():
             # schedule_work(&drain_vmap_work): modelled as running right away
@@ -185,6 +207,7 @@ class Kernel:
             self._insert_free(s, e)
         self.lazy.clear()
         self.lazy_nr = 0
+        m.atomic()  # atomic_long_sub(nr_purged_pages, &vmap_lazy_nr)
         self.purges += 1
         m.exit(prev)
 
@@ -448,6 +471,7 @@ class Kernel:
             clear = m.clear_pte
             for j in range(n):
                 clear(pte, i0 + j)  # ptep_get_and_clear(): xchg, no barrier
+        m.atomic(n)  # ptep_get_and_clear() is xchg_relaxed: one atomic per pte, set or not
         if lazy:
             m.lazy_leave(state)
         m.exit(prev)
@@ -464,7 +488,7 @@ class Kernel:
         if huge:  # VM_ALLOW_HUGE_VMAP
             if self.huge_vmap_pmd and size >= P.PMD_SIZE:
                 shift = P.PMD_SHIFT
-            elif self.contpte and size >= P.CONT_PTE_SIZE:
+            elif self.contpte_shift and size >= P.CONT_PTE_SIZE:
                 shift = P.CONT_PTE_SHIFT  # arm64 arch_vmap_pte_supported_shift()
             align = max(align, 1 << shift)
             size = -(-size // (1 << shift)) * (1 << shift)
@@ -479,6 +503,9 @@ class Kernel:
         m.event("page_alloc", nr)
         area = VmArea(addr, size, va_size, range(pfn, pfn + nr), shift, array)
         self.vmap_pages_range(addr, addr + size, P.PAGE_KERNEL, area.pages, shift)
+        if self.nr_vmalloc_atomic:
+            m.atomic()  # atomic_long_add(area->nr_pages, &nr_vmalloc_pages)
+        m.dmb("ishst")  # clear_vm_uninitialized_flag(): smp_wmb()
         m.exit(prev)
         m.rely_return(what)
         return area
@@ -486,12 +513,15 @@ class Kernel:
     def vfree(self, area: VmArea) -> None:
         m = self.m
         prev = m.enter("vfree")
-        # remove_vm_area() -> free_unmap_vmap_area()
-        self.vunmap_range_noflush(area.addr, area.addr + area.size)
+        # remove_vm_area() -> free_unmap_vmap_area(): the whole vmap_area, guard page included
+        self.vunmap_range_noflush(area.addr, area.addr + area.va_size)
         if self.debug_pagealloc:
             m.flush_tlb_kernel_range(area.addr, area.addr + area.va_size)
         self.free_vmap_area_noflush(area.addr, area.va_size)
+        if self.nr_vmalloc_atomic:
+            m.atomic()  # atomic_long_sub(vm->nr_pages, &nr_vmalloc_pages)
         m.event("page_free", area.nr_pages)
+        m.rmw("full", area.nr_pages)  # each page's refcount drop: put_page_testzero()
         if area.pages_array is not None:
             self.vfree(area.pages_array)  # kvfree(vm->pages)
         m.exit(prev)
@@ -518,8 +548,9 @@ class Kernel:
             vb.free -= 1 << order
             area = VmArea(addr, size, 1 << (order + P.PAGE_SHIFT), pages, P.PAGE_SHIFT, vb=vb)
         else:
-            addr = self.alloc_vmap_area(size + P.PAGE_SIZE, P.PAGE_SIZE)
-            area = VmArea(addr, size, size + P.PAGE_SIZE, pages, P.PAGE_SHIFT)
+            # alloc_vmap_area(size, ...): vm_map_ram's areas have no guard page
+            addr = self.alloc_vmap_area(size, P.PAGE_SIZE)
+            area = VmArea(addr, size, size, pages, P.PAGE_SHIFT)
         self.vmap_pages_range(addr, addr + size, P.PAGE_KERNEL, pages, P.PAGE_SHIFT)
         m.exit(prev)
         m.rely_return("vm_map_ram")

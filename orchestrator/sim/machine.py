@@ -26,6 +26,15 @@ from dataclasses import dataclass, field
 from orchestrator.sim import pagetable as P
 from orchestrator.sim.features import Variant, resolve_variant
 
+# The instruction an atomic RMW of each order becomes, as the barrier plugin names it
+# (orchestrator/aarch64.py classify_atomic): LSE ops carry their ordering (.al = acquire +
+# release); LL/SC loops end in a store-exclusive, a store-release one (stlxr) when fully
+# ordered, followed by dmb ish (counted by Machine.rmw).
+RMW_KEYS = {
+    "lse": {"relaxed": "atomic.lse", "full": "atomic.lse.al"},
+    "llsc": {"relaxed": "atomic.stxr", "full": "atomic.stlxr"},
+}
+
 LAZY_MMU_DEFAULT = 0
 LAZY_MMU_NESTED = 1
 
@@ -102,14 +111,28 @@ class Machine:
     check: bool = True
     strict: bool = False
     pt: P.PageTable = field(default_factory=P.PageTable)
+    # how the kernel's atomics execute: "lse" (ARM64_USE_LSE_ATOMICS on a CPU with LSE, or
+    # 7.x where LSE is always built in) or "llsc" (load/store-exclusive loops; fully
+    # ordered ones end in dmb ish)
+    atomics: str = "lse"
 
     def __post_init__(self) -> None:
         self.variant = resolve_variant(self.variant)
+        if self.atomics not in RMW_KEYS:
+            raise ValueError(f"atomics must be one of {', '.join(RMW_KEYS)}, not {self.atomics!r}")
+        self._rmw_keys = RMW_KEYS[self.atomics]
         v = self.variant
         self.f = v.features
         self.batching = v.has("arm64_lazy_mmu_batching")
         self.irq_guard = v.has("lazy_mmu_no_batch_in_irq")
         self.nesting = v.nesting
+        # the mmlab demo's nesting (series/lazy-mmu-6.12 0003): a depth count in thread_info,
+        # TIF_LAZY_MMU set (relaxed) only by the outermost enter, instead of seed 001's
+        # test_and_set_thread_flag (fully ordered) on every enter
+        self.depth_counter = v.has("lazy_mmu_depth_counter")
+        # series/no-batching-7.3: queue_pte_barriers() emits at once; the lazy sections and
+        # their flush (test_and_clear_thread_flag) stay
+        self.unbatched = v.has("pte_barriers_unbatched")
         self.leave_flushes = not v.has("broken_leave_no_flush")
         self.switch_dsb = not v.has("broken_switch_no_dsb")
         self.cpus = [CPU(i) for i in range(self.ncpus)]
@@ -132,7 +155,7 @@ class Machine:
         self._c, self._e = self._ce(self.path)
         # hot-path tallies, folded into the (op, path) counters whenever the path changes
         self._nb = 0  # emit_pte_barriers() calls: dsb(ishst) + isb each
-        self._na = 0  # set_thread_flag(TIF_LAZY_MMU_PENDING) atomics
+        self._na = 0  # set_thread_flag(TIF_LAZY_MMU_PENDING) atomics (relaxed)
         self._ns = 0  # pte stores
         self._defer = False  # would a valid kernel pte write be queued right now?
         self._ctx = self.cur.task
@@ -174,6 +197,7 @@ class Machine:
             self._nb = 0
         if self._na:
             self._c["atomic"] += self._na
+            self._c[self._rmw_keys["relaxed"]] += self._na
             self._na = 0
         if self._ns:
             self._e["pte_store"] += self._ns
@@ -258,7 +282,7 @@ class Machine:
         """Recompute the cached context and the queue-or-emit decision after any change
         to lazy state, interrupt nesting or the running task."""
         self._ctx = self.ctx
-        self._defer = self.batching and self._is_lazy_active()
+        self._defer = self.batching and not self.unbatched and self._is_lazy_active()
 
     def on_cpu(self, cid: int) -> None:
         self._fold()
@@ -283,8 +307,19 @@ class Machine:
         self._c["tlbi." + op] += n
 
     def atomic(self, n: int = 1) -> None:
-        """An atomic RMW on thread flags (set/clear/test_and_*_thread_flag: LSE STSET etc.)."""
-        self._c["atomic"] += n
+        """A relaxed atomic RMW (set_thread_flag, clear_thread_flag, xchg_relaxed ...)."""
+        self.rmw("relaxed", n)
+
+    def rmw(self, order: str, n: int = 1) -> None:
+        """``n`` atomic read-modify-writes of ``order`` "relaxed" or "full" (fully ordered:
+        test_and_clear_bit, atomic_*_return, atomic_dec_and_test). Counted as ``atomic`` and
+        by the instruction the plugin sees (RMW_KEYS); with LL/SC a fully ordered one is a
+        store-release exclusive loop followed by ``dmb ish``."""
+        c = self._c
+        c["atomic"] += n
+        c[self._rmw_keys[order]] += n
+        if order == "full" and self.atomics == "llsc":
+            c["dmb.ish"] += n
 
     def event(self, name: str, n: int = 1) -> None:
         self._e[name] += n
@@ -604,9 +639,12 @@ class Machine:
         if irq:
             self.warn("arch_enter_lazy_mmu_mode: VM_WARN_ON(in_interrupt())")
         if self.nesting == "full":
-            nested = t.lazy  # test_and_set_thread_flag
+            nested = t.lazy
             t.lazy = True
-            self.atomic()
+            if not self.depth_counter:
+                self.rmw("full")  # test_and_set_thread_flag: fully ordered
+            elif not nested:
+                self.rmw("relaxed")  # lazy_mmu_depth++ == 0: set_thread_flag
             self._refresh()
             return LAZY_MMU_NESTED if nested else LAZY_MMU_DEFAULT
         if t.lazy and not self.f.__contains__("lazy_mmu_nesting_tolerated"):
@@ -619,10 +657,11 @@ class Machine:
     def lazy_flush(self) -> None:
         """arch_flush_lazy_mmu_mode(): emit pending barriers."""
         t = self.cur.task
-        # test_and_clear_thread_flag(TIF_LAZY_MMU_PENDING): the generic test_and_clear_bit
-        # reads the word first and does the atomic only when the bit is set
+        # test_and_clear_thread_flag(TIF_LAZY_MMU_PENDING): a fully ordered fetch_andnot
+        # every time (asm-generic/bitops/atomic.h does not read first; 6.18 and 7.3 code
+        # shows ldclral / ldxr-stlxr-dmb on every flush), then the barriers if it was set
+        self.rmw("full")
         if t.pending:
-            self.atomic()
             t.pending = False
             if self.leave_flushes:
                 self._emit()

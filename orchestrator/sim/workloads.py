@@ -91,6 +91,10 @@ def parse_workload(spec: str | dict) -> dict:
                     f"{kind} parameter {k}={v!r} is not an integer", hint=f"e.g. {k}={dv}"
                 ) from None
         out[k] = v
+    if out.get("atomics", "lse") not in ("lse", "llsc"):
+        raise InputError(f"atomics={out['atomics']!r}: give lse or llsc",
+                         hint="llsc when the kernel has ARM64_USE_LSE_ATOMICS off or the CPU "
+                              "lacks LSE")
     unknown = set(d) - set(defaults) - {"kind", "mode"}
     if unknown:
         raise InputError(
@@ -448,6 +452,7 @@ def tests_for(w: dict) -> tuple[list[TestSpec], list[str]]:
 def kernel_options(w: dict) -> dict:
     ncpus = max(1, w.get("ncpus", 1))
     opts = {"ncpus_online": ncpus}
-    if "rodata_full" in w:
-        opts["rodata_full"] = bool(w["rodata_full"])
+    for key in ("rodata_full", "hugetlb_page", "ptdump_debugfs"):
+        if key in w:
+            opts[key] = bool(w[key])
     return opts
