@@ -148,14 +148,12 @@ class Artifact:
             return ko
         return None
 
-    def config(self) -> dict[str, str]:
-        """The final .config as {CONFIG_X: value}; unset options are absent."""
-        out: dict[str, str] = {}
-        for line in self.config_path.read_text().splitlines():
-            if line.startswith("CONFIG_") and "=" in line:
-                k, v = line.split("=", 1)
-                out[k] = v
-        return out
+    def config(self, keep_unset: bool = False) -> dict[str, str]:
+        """The final .config as {CONFIG_X: value}; unset options are absent, or "n" with
+        ``keep_unset`` (then an absent option is one the tree does not have)."""
+        from orchestrator.kconfig import parse_config_text
+
+        return parse_config_text(self.config_path.read_text(), keep_unset=keep_unset)
 
 
 def artifact_dir(key: str) -> Path:

@@ -34,6 +34,7 @@ def attribute(variants: dict[str, dict], baseline: str, workloads: dict[str, str
     """
     from orchestrator.sim import CostModel, predict, resolve_variant
     from orchestrator.sim.features import features
+    from orchestrator.sim.workloads import with_kernel_params
 
     try:
         model = CostModel.load(platform)
@@ -49,9 +50,13 @@ def attribute(variants: dict[str, dict], baseline: str, workloads: dict[str, str
         gained = sorted(cand_v.features - base_v.features)
         lost = sorted(base_v.features - cand_v.features)
         rows: list[dict] = []
-        for label, workload in workloads.items():
+        for label, workload_spec in workloads.items():
             try:
-                before = predict(base_v, workload)
+                # each kernel with its own config's parameters; the leave-one-out runs
+                # with the candidate's
+                before = predict(base_v, with_kernel_params(
+                    workload_spec, variants[baseline].get("params")))
+                workload = with_kernel_params(workload_spec, v.get("params"))
                 full = predict(cand_v, workload)
             except MmlabError:
                 continue

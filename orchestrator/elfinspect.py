@@ -437,13 +437,11 @@ def _release(elf: _Elf) -> tuple[str | None, str | None]:
 
 
 def parse_config_text(text: str) -> dict[str, str]:
-    """``.config`` text -> {CONFIG_X: value}; ``# ... is not set`` lines are left out."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("CONFIG_") and "=" in line:
-            k, v = line.split("=", 1)
-            out[k] = v
-    return out
+    """``.config`` text -> {CONFIG_X: value}; ``# ... is not set`` lines are left out
+    (orchestrator.kconfig.parse_config_text, the one parser)."""
+    from orchestrator.kconfig import parse_config_text as parse
+
+    return parse(text)
 
 
 def _config(elf: _Elf) -> dict[str, str] | None:

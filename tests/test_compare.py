@@ -12,6 +12,7 @@ from orchestrator.compare import (
     ComparisonSpec,
     KernelSpec,
     _select_patches,
+    barrier_rows,
     load_comparison,
     measured_per_loop,
     run_compare,
@@ -48,13 +49,29 @@ def test_patch_selection_of_the_demo_series():
         _select_patches(s, "x")
 
 
-def test_isb_without_timer_interrupts():
+def test_measured_counts_leave_out_what_the_model_leaves_out():
+    # per-function counts as the plugin reports them (6.12 default kernel, 256 pages)
     point = {"per_kind": {"isb": 258.1, "dsb.ishst": 256.0},
              "per_function": {"arch_counter_get_cntvct": {"isb": 1.5},
                               "arch_timer_handler_virt": {"isb": 0.6},
-                              "__set_ptes.constprop.0": {"isb": 256.0}}}
+                              "__set_ptes.constprop.0": {"isb": 256.0, "dsb.ishst": 256.0},
+                              "page_ref_dec_and_test#2": {"atomic.stlxr": 256.0,
+                                                          "dmb.ish": 256.0},
+                              "__raw_spin_trylock#4": {"atomic.stxr": 259.0},
+                              "update_fast_timekeeper": {"dmb.ishst": 2.0}}}
     assert measured_per_loop(point, "isb") == pytest.approx(256.0)
     assert measured_per_loop(point, "dsb.ishst") == 256.0
+    assert measured_per_loop(point, "atomic") == 256.0      # the lock's 259 left out
+    assert measured_per_loop(point, "atomic.full") == 256.0
+    assert measured_per_loop(point, "dmb.ishst") == 0.0     # timekeeping left out
+    rows = barrier_rows("k", "fix_size_alloc_test nr_pages=256", [point],
+                        {"dsb.ishst": 256, "isb": 256, "atomic.stlxr": 256, "dmb.ish": 256,
+                         "atomic": 256})
+    left = {r.quantity: r for r in rows if r.quantity.endswith("(left out)")}
+    assert left["atomic (left out)"].measured == pytest.approx(259.0)
+    assert "locks 259" in left["atomic (left out)"].note
+    assert left["isb (left out)"].measured == pytest.approx(2.1)
+    assert "interrupts" in left["isb (left out)"].note
 
 
 @pytest.mark.kernel
@@ -77,8 +94,13 @@ def test_aa_comparison_end_to_end(tmp_path, kernel_artifact):
     assert metrics and all(m["difference"]["verdict"] == "no change" for m in metrics)
     barriers = data["analysis"]["barriers"]
     dsb = [b for b in barriers if b["row"]["quantity"] == "dsb.ishst"]
-    # fix_size_alloc at 1/16/256 pages and vm_map_ram at 1 page, on both kernels
-    assert len(dsb) == 8 and all(b["verdict"] == "match" for b in dsb)
+    # fix_size_alloc at 1/16/256 pages, use_huge=1 at 16/256, full_fit, vm_map_ram at 1
+    # and 256 pages, on both kernels; every compared quantity matches the 6.12 model
+    assert len(dsb) == 16 and all(b["verdict"] == "match" for b in dsb)
+    compared = [b for b in barriers if b["row"]["predicted"] is not None]
+    assert len(compared) == 16 * 8 and all(b["verdict"] == "match" for b in compared), [
+        (b["row"]["workload"], b["row"]["quantity"]) for b in compared
+        if b["verdict"] != "match"]
     by_load = {" ".join(b["row"]["workload"].split()[:2]): b["row"]["measured"] for b in dsb}
     assert by_load["fix_size_alloc_test nr_pages=256"] == pytest.approx(256, abs=0.2)
     assert by_load["vm_map_ram_test nr_pages=1"] == pytest.approx(1, abs=0.15)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestrator.kernelcode import Fact, KernelCode
 from orchestrator.sim import infer_variant
 
 
@@ -44,7 +45,38 @@ def test_from_patch_subjects():
             ],
         }
     )
-    assert i2.variant == "lazy-mmu-6.12/nesting"
+    # the subject is seed 001's: test_and_set nesting, unless the code says otherwise
+    assert "lazy_mmu_full_nesting_arm64" in i2.features
+    assert "lazy_mmu_depth_counter" not in i2.features
+    # mmlab's demo 0003 has the same subject, but its enter hook's atomic is relaxed
+    code = KernelCode(facts={"enter_atomic": Fact("relaxed", "arch_enter_lazy_mmu_mode: "
+                                                  "relaxed atomic")})
+    i3 = infer_variant({"base": "6.12", "code": code, "patches": SERIES + [
+        "arm64/mm: fully support nested lazy MMU sections"]})
+    assert i3.variant == "lazy-mmu-6.12/nesting"
+    d = next(d for d in i3.decisions if d.feature == "lazy_mmu_depth_counter")
+    assert d.source == "code" and "depth count" in d.why
+
+
+def test_code_facts_decide_and_conflict_with_subjects():
+    queued = Fact("queued", "vmap_range_noflush -> __set_ptes_anysz: dsb beside an atomic")
+    hooks = Fact(True, "arch_flush_lazy_mmu_mode")
+    i = infer_variant({"base": "7.3.4", "code": KernelCode(facts={
+        "pte_barriers": queued, "lazy_hooks": hooks,
+        "generic_nesting": Fact(True, "lazy_mmu_mode_enable"),
+        "nr_vmalloc_pages": Fact(False, "no symbol"),
+        "lazy_nr_order": Fact("relaxed", "stadd")}, params={"atomics": "lse"})})
+    assert i.variant == "v7.3" and not i.conflicts
+    assert i.workload_params() == "atomics=lse"
+    # an experiment that emits at once keeps the hooks: batching stays, unbatched is added
+    imm = Fact("immediate", "vmap_range_noflush -> __set_ptes_anysz: dsb, no atomic")
+    j = infer_variant({"base": "7.3.4", "code": KernelCode(facts={
+        "pte_barriers": imm, "lazy_hooks": hooks})})
+    assert {"arm64_lazy_mmu_batching", "pte_barriers_unbatched"} <= j.features
+    # 6.12: no hooks, barrier at once; a batching subject then conflicts with the code
+    k = infer_variant({"base": "6.12", "patches": SERIES, "code": KernelCode(facts={
+        "pte_barriers": imm, "lazy_hooks": Fact(False, "none")})})
+    assert k.conflicts and "the code says no" in k.conflicts[0]
 
 
 def test_from_census_objects_and_dicts():
@@ -91,7 +123,8 @@ def test_a_patch_that_undoes_batching_takes_the_feature_out():
     s = load_series(str(Path(__file__).parent.parent / "series" / "no-batching-7.3"))
     inf = infer_variant({"base": "7.3.4", "patches": [{"subject": p.subject}
                                                        for p in s.patches]})
-    assert "arm64_lazy_mmu_batching" not in inf.features
+    # the lazy sections and their flush stay; the barriers are emitted at once
+    assert "pte_barriers_unbatched" in inf.features
     assert "lazy_mmu_generic_nesting" in inf.features
     per_loop = predict(inf.variant, "test_vmalloc run_test_mask=1 nr_pages=256").per_loop
     assert round(per_loop["dsb.ishst"]) == 256

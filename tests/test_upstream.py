@@ -87,7 +87,7 @@ def test_compare_across_trees_6_12_and_7_3(tmp_path, kernel_artifact, upstream_a
     comp = tmp_path / "x.toml"
     comp.write_text('name = "x"\nbaseline = "v6.12"\nplan = "default"\n'
                     '[[kernel]]\nname = "v6.12"\ntree = "debian:6.12"\nvariant = "v6.12"\n'
-                    '[[kernel]]\nname = "v7.3"\ntree = "debian:7.3"\nvariant = "v7.0"\n')
+                    '[[kernel]]\nname = "v7.3"\ntree = "debian:7.3"\nvariant = "v7.3"\n')
     out = tmp_path / "out"
     r = subprocess.run([sys.executable, "-m", "orchestrator", "compare", str(comp), "--out",
                         str(out), "--repeats", "3", "--entries",

@@ -6,9 +6,14 @@ Evidence (any combination):
   variant (the newest shipped upstream variant not newer than it);
 - ``patches``: applied patches: subjects (str) or dicts with ``subject`` and ``files``;
   subjects are matched against each feature's ``subjects`` in features.toml;
+- ``code``: what the built kernel's machine code says (orchestrator/kernelcode.py
+  ``read_kernel_code``): where the vmalloc pte loop's barrier sits and whether it is queued,
+  the lazy-MMU hooks, the ordering of the hook and bookkeeping atomics, symbols. It decides
+  every feature it speaks to; the release only fills in the rest;
 - ``census``: a barrier census of vmlinux (orchestrator/elfinspect.py): ``{function:
   FunctionCensus}`` with ``.counts`` ({"dsb.ishst": n, ...}), ``.dsb_in_loop`` and
-  ``.dsb_after_loop``, or plain dicts of that shape.
+  ``.dsb_after_loop``, or plain dicts of that shape (the older, weaker evidence: used for
+  what ``code`` does not decide).
 
 Nothing is assumed silently: every feature decision carries the evidence behind it, and
 features no evidence speaks to are listed as ``assumed`` (kept from the base variant).
@@ -31,7 +36,7 @@ VMAP_LOOP_FUNCS = (
     "vmap_pte_range",
     "vmap_pages_range",
 )
-UPSTREAM = ["v6.9", "v6.12", "v6.16", "v6.18", "v7.0"]
+UPSTREAM = ["v6.9", "v6.12", "v6.16", "v6.18", "v7.0", "v7.3"]
 
 
 @dataclass
@@ -50,6 +55,10 @@ class Inference:
     decisions: list[Decision] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     matched_name: str | None = None  # a named variant with exactly this feature set
+    # kernel parameters for predict() read from the config (atomics, hugetlb_page, ...)
+    params: dict = field(default_factory=dict)
+    param_evidence: dict = field(default_factory=dict)
+    code: dict | None = None  # kernelcode facts, when the code was read
 
     @property
     def assumed(self) -> list[str]:
@@ -71,13 +80,23 @@ class Inference:
             "decisions": [d.__dict__ for d in self.decisions],
             "assumed": self.assumed,
             "conflicts": self.conflicts,
+            "params": self.params,
+            "param_evidence": self.param_evidence,
+            "code": self.code,
         }
 
     def __str__(self) -> str:
         lines = [f"variant: {self.variant} (base {self.base})"]
         lines += ["  " + r for r in self.reasons]
         lines += ["  CONFLICT: " + c for c in self.conflicts]
+        if self.params:
+            lines.append("  kernel parameters: " + ", ".join(
+                f"{k}={v} ({self.param_evidence.get(k, '')})" for k, v in self.params.items()))
         return "\n".join(lines)
+
+    def workload_params(self) -> str:
+        """The kernel parameters as workload words for predict() ("atomics=llsc ...")."""
+        return " ".join(f"{k}={v}" for k, v in self.params.items())
 
 
 def _vkey(v: str) -> tuple[int, ...]:
@@ -101,6 +120,64 @@ def _get(obj, name, default=None):
     if isinstance(obj, dict):
         return obj.get(name, default)
     return getattr(obj, name, default)
+
+
+def _decide_from_code(code, feats: set[str], decided: dict[str, Decision],
+                      conflicts: list[str]) -> None:
+    """Features the machine code shows (kernelcode.KernelCode facts)."""
+
+    def decide(fid: str, present: bool, why: str) -> None:
+        prev = decided.get(fid)
+        if prev is not None and prev.present != present:
+            conflicts.append(f"{fid}: {prev.source} says {'yes' if prev.present else 'no'}, "
+                             f"the code says {'yes' if present else 'no'} ({why})")
+            return
+        (feats.add if present else feats.discard)(fid)
+        decided[fid] = Decision(fid, present, "code", why)
+
+    f = code.facts
+    pte, hooks = f.get("pte_barriers"), f.get("lazy_hooks")
+    if pte is not None and pte.value is not None:
+        if pte.value == "queued":
+            decide("arm64_lazy_mmu_batching", True, pte.evidence)
+            decide("pte_barriers_unbatched", False, pte.evidence)
+        elif hooks is not None and hooks.value:
+            why = f"{pte.evidence}; {hooks.evidence}"
+            decide("arm64_lazy_mmu_batching", True, "lazy-MMU hooks present: " + why)
+            decide("pte_barriers_unbatched", True, "barriers emitted at once: " + why)
+        else:
+            decide("arm64_lazy_mmu_batching", False, pte.evidence)
+            decide("pte_barriers_unbatched", False, pte.evidence)
+    elif pte is not None:
+        conflicts.append(f"the code does not show the vmalloc pte barrier ({pte.evidence}): "
+                         "batching decided by other evidence")
+    batching = "arm64_lazy_mmu_batching" in feats
+    vc = f.get("vmap_calls_hook")
+    if vc is not None and batching:
+        decide("vmalloc_lazy_mmu", bool(vc.value), vc.evidence)
+    gen = f.get("generic_nesting")
+    if gen is not None and batching:
+        decide("lazy_mmu_generic_nesting", bool(gen.value), gen.evidence)
+    ent = f.get("enter_atomic")
+    if ent is not None and batching and "lazy_mmu_generic_nesting" not in feats:
+        if ent.value == "full":
+            decide("lazy_mmu_full_nesting_arm64", True,
+                   ent.evidence + ": test_and_set_thread_flag (seed 001 nesting)")
+            decide("lazy_mmu_depth_counter", False, ent.evidence)
+        else:
+            full = "lazy_mmu_full_nesting_arm64" in feats
+            decide("lazy_mmu_depth_counter", full, ent.evidence + (
+                ": set_thread_flag only, so nesting is a depth count" if full else
+                ": set_thread_flag (no nesting state in the flag)"))
+    lo = f.get("lazy_nr_order")
+    if lo is not None:
+        decide("vmap_lazy_nr_relaxed", lo.value == "relaxed", lo.evidence)
+    nv = f.get("nr_vmalloc_pages")
+    if nv is not None:
+        decide("vmalloc_stat_vmstat", not nv.value, nv.evidence)
+    sm = f.get("set_memory_pagewalk")
+    if sm is not None:
+        decide("set_memory_pagewalk", bool(sm.value), sm.evidence)
 
 
 def infer_variant(evidence: dict) -> Inference:
@@ -140,9 +217,15 @@ def infer_variant(evidence: dict) -> Inference:
                     "but matches no known subject: its effect is not modelled"
                 )
 
-    # 2. census: where the vmalloc pte loop's DSB sits
+    # 2. the kernel's code
+    code = evidence.get("code")
+    if code is not None:
+        _decide_from_code(code, feats, decided, conflicts)
+
+    # 3. census: where the vmalloc pte loop's DSB sits (when the code did not decide it)
     census = evidence.get("census") or {}
-    if census:
+    code_decided = getattr(decided.get("arm64_lazy_mmu_batching"), "source", "") == "code"
+    if census and not code_decided:
         loop_funcs = [(n, census[n]) for n in VMAP_LOOP_FUNCS if n in census]
         in_loop = sum(int(_get(c, "dsb_in_loop", 0) or 0) for _, c in loop_funcs)
         after = sum(int(_get(c, "dsb_after_loop", 0) or 0) for _, c in loop_funcs)
@@ -195,7 +278,7 @@ def infer_variant(evidence: dict) -> Inference:
             "disables batching in interrupt context; a barrier census cannot show this",
         )
 
-    # 3. everything else: from the base variant, said out loud
+    # 4. everything else: from the base variant, said out loud
     base_feats = resolve_variant(base).features
     decisions = []
     for fid, f in all_feats.items():
@@ -223,4 +306,39 @@ def infer_variant(evidence: dict) -> Inference:
             + "".join(f"+{f}" for f in sorted(fs - base_feats))
             + "".join(f"-{f}" for f in sorted(base_feats - fs))
         )
-    return Inference(spec, fs, base, decisions, conflicts, matched)
+    inf = Inference(spec, fs, base, decisions, conflicts, matched)
+    if code is not None:
+        inf.params, inf.param_evidence = dict(code.params), dict(code.param_evidence)
+        inf.code = code.to_json()
+    return inf
+
+
+def infer_kernel(kernel: str | object) -> Inference:
+    """The variant of a built kernel: an Artifact, an artifact key prefix or directory, or a
+    kernel build directory (vmlinux + .config). Evidence: the release, the applied series'
+    subjects (artifact metadata), and the machine code and config (kernelcode)."""
+    from pathlib import Path
+
+    from orchestrator.artifacts import Artifact, find
+    from orchestrator.errors import InputError
+    from orchestrator.kconfig import parse_config_text
+    from orchestrator.kernelcode import read_kernel_code
+
+    if isinstance(kernel, Artifact):
+        art = kernel
+    else:
+        p = Path(str(kernel))
+        if p.is_dir() and (p / "vmlinux").is_file() and not (p / "metadata.json").is_file():
+            cfg = p / ".config"
+            if not cfg.is_file():
+                raise InputError(f"{p} has a vmlinux but no .config",
+                                 hint="pass the kernel's build directory (O=...)")
+            text = cfg.read_text()
+            m = re.search(r"^# Linux/\S+ (\S+) Kernel Configuration", text, re.M)
+            code = read_kernel_code(p / "vmlinux", parse_config_text(text, keep_unset=True))
+            return infer_variant({"base": m.group(1) if m else None, "code": code})
+        art = find(str(kernel))
+    patches = [{"subject": q["subject"]} for s in art.metadata.get("series", [])
+               for q in s.get("patches", [])]
+    code = read_kernel_code(art.vmlinux, art.config(keep_unset=True))
+    return infer_variant({"base": art.release, "patches": patches, "code": code})

@@ -106,6 +106,25 @@ def parse_workload(spec: str | dict) -> dict:
     return out
 
 
+KERNEL_PARAMS = ("atomics", "hugetlb_page", "ptdump_debugfs", "rodata_full")
+
+
+def with_kernel_params(spec: str | dict, params: dict | None) -> dict:
+    """``spec`` parsed, with the kernel parameters (from the kernel's config: infer_kernel's
+    ``params``) that its kind takes filled in; parameters the spec sets itself win."""
+    w = parse_workload(spec)
+    if isinstance(spec, str):
+        s = _data()["presets"].get(spec.strip(), spec)
+        explicit = {word.split("=", 1)[0] for word in s.split()[1:] if "=" in word}
+    else:
+        explicit = set(spec)
+    defaults = _data()[w["kind"]]
+    for k, v in (params or {}).items():
+        if k in KERNEL_PARAMS and k in defaults and k not in explicit:
+            w[k] = v
+    return parse_workload(w)
+
+
 # ---------------------------------------------------------------------------- tests
 Op = tuple[str, Callable[[Kernel, dict], None]]
 
