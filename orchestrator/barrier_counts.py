@@ -41,7 +41,7 @@ import click
 
 from orchestrator import progress
 from orchestrator.barrier_plugin import QEMU, BarrierCounter, Counts, Window, ensure_marker_binary
-from orchestrator.errors import InputError, TargetError
+from orchestrator.errors import InputError, MmlabError, TargetError
 from orchestrator.paths import cache_dir
 
 MODULE_PATH = "/lib/modules/test_vmalloc.ko"
@@ -478,14 +478,24 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
     from orchestrator.elfinspect import barrier_census
 
     points = fix_size_points(nr_pages, loops, run_test_mask, use_huge)
+    pte_pattern = PTE_WRITE_FUNCTIONS
+    try:  # where this kernel's code issues the pte barriers (kernelcode), besides the names
+        from orchestrator.kernelcode import read_kernel_code
+
+        sites = read_kernel_code(files.vmlinux).pte_sites
+        if sites:
+            pte_pattern = PTE_WRITE_FUNCTIONS + "|^(" + "|".join(
+                re.escape(s) for s in sites) + ")$"
+    except MmlabError:
+        pass
     runs = []
     for r in range(repeat):
         wd = (workdir / f"run{r}") if workdir else None
         d = run_direct(files.image, files.vmlinux, files.module, points, smp=smp,
                        icount_shift=icount_shift, workdir=wd, insns=insns)
         runs.append(per_loop(d.counts, points))
-    pte = {nr: [(function_per_loop(run[nr], PTE_WRITE_FUNCTIONS, "dsb.ishst"),
-                 function_per_loop(run[nr], PTE_WRITE_FUNCTIONS, "isb")) for run in runs]
+    pte = {nr: [(function_per_loop(run[nr], pte_pattern, "dsb.ishst"),
+                 function_per_loop(run[nr], pte_pattern, "isb")) for run in runs]
            for nr in runs[0]}
     irq = {nr: [{k: function_per_loop(run[nr], INTERRUPT_FUNCTIONS, k)
                  for k in ("isb", "dsb.ish", "dsb.ishst")} for run in runs]
@@ -541,6 +551,60 @@ def _print_measurement(m: dict[str, Any]) -> None:
                    f"({c['evidence']}): {verdict}")
 
 
+def model_comparison(kernel: str, m: dict[str, Any]) -> dict[str, Any]:
+    """The reference model beside a measurement: the kernel's variant inferred from its code,
+    and per nr_pages each COMPARED quantity measured (left-out work subtracted) and
+    predicted, plus the left-out remainder by category."""
+    from orchestrator.sim import predict
+    from orchestrator.sim.infer import infer_kernel
+    from orchestrator.sim.workloads import with_kernel_params
+
+    try:
+        inf = infer_kernel(kernel)
+    except MmlabError as exc:
+        return {"error": str(exc)}
+    out: dict[str, Any] = {"variant": inf.variant, "params": inf.params,
+                           "conflicts": inf.conflicts, "points": {}}
+    for nr in m["per_loop"]:
+        w = (f"test_vmalloc run_test_mask={m.get('run_test_mask', 1)} nr_pages={nr}"
+             + (" use_huge=1" if m.get("use_huge") else ""))
+        pred = families(predict(inf.variant, with_kernel_params(w, inf.params),
+                                check=False).per_loop)
+        splits = [split_remainder(run[nr]["per_function"]) for run in m["runs"]]
+        measured = {q: statistics.fmean(sp[0].get(q, 0.0) for sp in splits) for q in COMPARED}
+        left: dict[str, dict[str, float]] = {}
+        for sp in splits:
+            for cat, kinds in sp[1].items():
+                for q, v in kinds.items():
+                    left.setdefault(cat, {})[q] = left.get(cat, {}).get(q, 0.0) + v / len(splits)
+        out["points"][nr] = {"measured": measured, "predicted": {q: pred.get(q, 0.0)
+                                                                 for q in COMPARED},
+                             "left_out": left}
+    return out
+
+
+def _print_model(model: dict[str, Any]) -> None:
+    if "error" in model:
+        click.echo(f"model: not compared ({model['error']})")
+        return
+    params = " ".join(f"{k}={v}" for k, v in model["params"].items())
+    click.echo(f"model: variant {model['variant']} (inferred from the kernel's code; {params})"
+               + ("; CONFLICTS: " + "; ".join(model["conflicts"]) if model["conflicts"] else ""))
+    click.echo(f"{'nr_pages':>8} " + " ".join(f"{q:>17}" for q in COMPARED))
+    for nr, pt in model["points"].items():
+        cells = [f"{pt['measured'][q]:8.2f}/{pt['predicted'][q]:<8.2f}" for q in COMPARED]
+        click.echo(f"{nr:>8} " + " ".join(f"{c:>17}" for c in cells))
+    click.echo("measured/predicted per loop, measured without the work the model leaves out "
+               "(orchestrator/left_out.toml):")
+    for nr, pt in model["points"].items():
+        parts = []
+        for cat, kinds in sorted(pt["left_out"].items()):
+            ks = ", ".join(f"{q} {v:.2f}" for q, v in sorted(kinds.items()) if abs(v) >= 0.01)
+            if ks:
+                parts.append(f"{cat}: {ks}")
+        click.echo(f"  {nr} pages: " + ("; ".join(parts) or "nothing"))
+
+
 def _make_command() -> click.Command:
     @click.command("barriers")
     @click.argument("kernel")
@@ -581,7 +645,9 @@ def _make_command() -> click.Command:
         m = measure(kernel_files(kernel), nr_pages=pages, loops=(lo, hi), smp=smp,
                     repeat=repeat, icount_shift=None if icount_shift < 0 else icount_shift,
                     run_test_mask=run_test_mask, use_huge=int(use_huge))
+        m["model"] = model_comparison(kernel, m)
         _print_measurement(m)
+        _print_model(m["model"])
         if json_out:
             atomic_write_json(json_out, m)
 

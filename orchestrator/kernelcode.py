@@ -70,6 +70,9 @@ class KernelCode:
     facts: dict[str, Fact] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     param_evidence: dict[str, str] = field(default_factory=dict)
+    # functions that issue the pte writes' barriers: the dsb ishst holders reached from the
+    # vmap loop and the lazy-MMU hooks that flush (names as elfinspect gives them: "f#2")
+    pte_sites: list[str] = field(default_factory=list)
 
     def get(self, name: str, default: Any = None) -> Any:
         f = self.facts.get(name)
@@ -78,7 +81,8 @@ class KernelCode:
     def to_json(self) -> dict:
         return {"facts": {k: {"value": v.value, "evidence": v.evidence}
                           for k, v in self.facts.items()},
-                "params": self.params, "param_evidence": self.param_evidence}
+                "params": self.params, "param_evidence": self.param_evidence,
+                "pte_sites": self.pte_sites}
 
 
 class _Code:
@@ -228,6 +232,9 @@ def read_kernel_code(vmlinux: Any, config: dict[str, str] | None = None) -> Kern
     else:
         facts["lazy_hooks"] = Fact(False, "no out-of-line arch_leave/arch_flush_lazy_mmu_mode "
                                    "or lazy_mmu_mode_disable with an atomic or a DSB")
+    kc.pte_sites = sorted(set(setters) | {h for h in hooks if code.kinds(h).get("dsb.ishst")}
+                          | {c for h in hooks for c in code.calls(h)
+                             if code.kinds(c).get("dsb.ishst")})
     facts["vmap_calls_hook"] = Fact(bool(called), (
         f"{', '.join(loops)} call(s) {', '.join(called)}" if called else
         f"{', '.join(loops) or 'no vmap loop function'} call(s) no lazy-MMU hook"))

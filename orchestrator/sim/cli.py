@@ -97,6 +97,13 @@ def _render(pred, baseline=None, cost=None) -> str:
     show_default=True,
     help="step-by-step or batched model",
 )
+@click.option(
+    "--kernel",
+    "-k",
+    default=None,
+    help="a built kernel (artifact key prefix or directory, or a build directory): its "
+    "variant and kernel parameters are inferred from its code and config",
+)
 @click.option("--baseline", default=None, help="variant to compare with (adds a time estimate)")
 @click.option("--platform", default="apple-m2", show_default=True, help="cost-model platform")
 @click.option(
@@ -115,9 +122,14 @@ def _render(pred, baseline=None, cost=None) -> str:
     help="run N random operation sequences through the invariant checker",
 )
 def simulate_command(
-    variant, workload, as_json, mode, baseline, platform, list_what, race, check_n
+    variant, workload, as_json, mode, kernel, baseline, platform, list_what, race, check_n
 ):
-    """Predict barrier/TLBI counts of a kernel variant on a workload (reference simulator)."""
+    """Predict barrier/TLBI counts of a kernel variant on a workload (reference simulator).
+
+    With --kernel, the variant is the built kernel's (inferred from its machine code,
+    config and applied series, the release only as a tie-breaker) and the workload gets the
+    kernel's parameters (LSE or LL/SC atomics, HUGETLB_PAGE, PTDUMP_DEBUGFS, rodata_full).
+    Without --workload it prints the inference and its evidence."""
     from orchestrator.sim import features as F
     from orchestrator.sim.predict import predict
 
@@ -164,6 +176,21 @@ def simulate_command(
             click.echo(f"  {r.violations[0]}")
             click.echo(f"    ops: {r.ops_run}")
         return
+    inference = None
+    if kernel:
+        from orchestrator.sim.infer import infer_kernel
+        from orchestrator.sim.workloads import with_kernel_params
+
+        inference = infer_kernel(kernel)
+        variant = inference.variant
+        if workload:
+            workload = with_kernel_params(workload, inference.params)
+        if not workload:
+            if as_json:
+                click.echo(json.dumps(inference.to_json(), indent=2))
+            else:
+                click.echo(str(inference))
+            return
     if not workload:
         raise InputError(
             "no workload given",
@@ -179,10 +206,15 @@ def simulate_command(
         cost = CostModel.load(platform)
     if as_json:
         d = pred.to_json()
+        if inference is not None:
+            d["inference"] = inference.to_json()
         if base is not None:
             d["baseline"] = base.to_json()
             d["predicted_relative_time_change"] = round(cost.relative_change(base, pred), 6)
             d["cost_model"] = cost.to_json()
         click.echo(json.dumps(d, indent=2))
     else:
+        if inference is not None:
+            click.echo(str(inference))
+            click.echo("")
         click.echo(_render(pred, base, cost))
