@@ -363,15 +363,17 @@ class DirectRun:
     counts: Counts
     console: str
     summaries: list[str]  # test_vmalloc "Summary:" lines, in order (the warm-up run first)
+    machine: dict[str, Any] = field(default_factory=dict)  # the QEMU machine counted on
 
 
 _SUMMARY = re.compile(r"Summary: (\S+) passed: (\d+) failed: (\d+).*loops: (\d+)")
 
 
 def run_direct(image: Path, vmlinux: Path, module_ko: Path, points: Sequence[LoopPoint], *,
-               functions: Iterable[str] | str = "*", smp: int = 1, memory: str = "1G",
+               functions: Iterable[str] | str = "*", smp: int = 1, memory: str | None = None,
                timeout: float = 600, workdir: Path | None = None, qemu: str = QEMU,
-               insns: bool = False, icount_shift: int | None = None) -> DirectRun:
+               insns: bool = False, icount_shift: int | None = None,
+               profile: str = "default") -> DirectRun:
     """Boot ``image`` once under the plugin, run ``points``, power off; return the counts.
 
     ``functions`` (names or glob patterns, default all) are attributed by their vmlinux
@@ -379,6 +381,9 @@ def run_direct(image: Path, vmlinux: Path, module_ko: Path, points: Sequence[Loo
     ``icount_shift`` runs QEMU with ``-icount shift=N,sleep=off``: guest time follows the
     instruction count (2**N ns per instruction), so timer interrupts, and the barriers their
     handlers execute, no longer depend on host speed (single-threaded TCG, even at -smp 2).
+    ``profile``: the QEMU machine profile (qemu_profiles/) whose machine, GIC, CPU model and
+    memory the count runs on: the same command-line builder as the timed runs
+    (targets.qemu.qemu_argv), with TCG (the plugin needs it), ``smp`` vCPUs, no network.
     """
     from orchestrator.elfinspect import symbol_ranges
     from orchestrator.initramfs import build_initramfs
@@ -399,11 +404,19 @@ def run_direct(image: Path, vmlinux: Path, module_ko: Path, points: Sequence[Loo
     work.mkdir(parents=True, exist_ok=True)
     counter = BarrierCounter(ranges, insns=insns, qemu=qemu)
     out = work / "barriers.counts"
-    argv = [qemu, "-M", "virt", "-cpu", "max", "-smp", str(smp), "-m", memory,
-            "-display", "none", "-nographic", "-nic", "none", "-no-reboot",
-            "-kernel", str(image), "-initrd", str(img.path),
-            "-append", "console=ttyAMA0 nokaslr norandmaps panic=-1 mmlab.net=0",
+    import dataclasses
+
+    from orchestrator.targets.qemu import load_profile, qemu_argv
+
+    prof = dataclasses.replace(load_profile(profile), smp=smp, accel="tcg", network=False,
+                               memory=memory or load_profile(profile).memory)
+    append = " ".join([*prof.cmdline, "nokaslr", "norandmaps", "mmlab.net=0"])
+    argv = [*qemu_argv(prof, Path(image), img.path, append, qemu=qemu),
             *counter.qemu_args(out)]
+    machine = {"profile": profile, "machine": prof.machine, "gic_version": prof.gic_version,
+               "cpu": ",".join([prof.cpu, *prof.cpu_options]), "smp": smp,
+               "memory": prof.memory, "accel": "tcg",
+               "icount_shift": icount_shift}
     if icount_shift is not None:
         argv[1:1] = ["-icount", f"shift={icount_shift},sleep=off"]
     with progress.phase("barriers", f"count {len(points)} windows, -smp {smp}"):
@@ -433,7 +446,7 @@ def run_direct(image: Path, vmlinux: Path, module_ko: Path, points: Sequence[Loo
     if scratch:
         shutil.rmtree(work, ignore_errors=True)
         counts.path = None
-    return DirectRun(counts, console, summaries)
+    return DirectRun(counts, console, summaries, machine)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -472,7 +485,8 @@ def kernel_files(spec: str) -> KernelFiles:
 def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
             loops: tuple[int, int] = (1000, 2000), smp: int = 1, repeat: int = 3,
             icount_shift: int | None = 3, workdir: Path | None = None,
-            run_test_mask: int = 1, insns: bool = True, use_huge: int = 0) -> dict[str, Any]:
+            run_test_mask: int = 1, insns: bool = True, use_huge: int = 0,
+            profile: str = "default") -> dict[str, Any]:
     """Repeat runs of the test's points; per-loop counts (barriers, TLBI, atomics and, with
     ``insns``, executed instructions), spreads, pte-write and interrupt parts, static check."""
     from orchestrator.elfinspect import barrier_census
@@ -489,10 +503,12 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
     except MmlabError:
         pass
     runs = []
+    machine: dict[str, Any] = {}
     for r in range(repeat):
         wd = (workdir / f"run{r}") if workdir else None
         d = run_direct(files.image, files.vmlinux, files.module, points, smp=smp,
-                       icount_shift=icount_shift, workdir=wd, insns=insns)
+                       icount_shift=icount_shift, workdir=wd, insns=insns, profile=profile)
+        machine = d.machine
         runs.append(per_loop(d.counts, points))
     pte = {nr: [(function_per_loop(run[nr], pte_pattern, "dsb.ishst"),
                  function_per_loop(run[nr], pte_pattern, "isb")) for run in runs]
@@ -508,6 +524,7 @@ def measure(files: KernelFiles, *, nr_pages: Sequence[int] = (1, 16, 256),
         "run_test_mask": run_test_mask,
         "use_huge": int(bool(use_huge)),
         "icount_shift": icount_shift,
+        "machine": machine,
         "per_loop": {str(nr): {k: v.to_json() for k, v in ks.items()}
                      for nr, ks in spreads.items()},
         "pte_write_per_loop": {str(nr): [{"dsb.ishst": a, "isb": b} for a, b in v]
@@ -525,6 +542,11 @@ def _print_measurement(m: dict[str, Any]) -> None:
             1024: "vm_map_ram_test"}.get(m.get("run_test_mask", 1), f"mask {m.get('run_test_mask')}")
     if m.get("use_huge"):
         test += " use_huge=1"
+    mach = m.get("machine") or {}
+    if mach:
+        click.echo(f"machine: qemu profile {mach.get('profile')}: {mach.get('machine')} "
+                   f"gic-version={mach.get('gic_version')} -cpu {mach.get('cpu')} "
+                   f"-m {mach.get('memory')}, TCG")
     click.echo(f"kernel {m['kernel']}  {test}  -smp {m['smp']}  repeats {m['repeat']}  loops "
                f"{m['loops'][0]}->{m['loops'][1]}  icount "
                f"{'off' if m['icount_shift'] is None else m['icount_shift']}  (per loop)")
@@ -617,6 +639,8 @@ def _make_command() -> click.Command:
                   "1024 vm_map_ram (any single test).")
     @click.option("--use-huge", "use_huge", is_flag=True,
                   help="test_vmalloc use_huge=1 (vmalloc_huge in fix_size_alloc_test).")
+    @click.option("--profile", default="default", show_default=True,
+                  help="QEMU machine profile (qemu_profiles/) to count on.")
     @click.option("--smp", default=1, show_default=True, type=int)
     @click.option("--repeat", default=3, show_default=True, type=int)
     @click.option("--icount", "icount_shift", default=3, show_default=True, type=int,
@@ -624,8 +648,8 @@ def _make_command() -> click.Command:
     @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                   help="Write the full measurement as JSON here.")
     def barriers_command(kernel: str, nr_pages: str, loops: str, run_test_mask: int,
-                         use_huge: bool, smp: int, repeat: int, icount_shift: int,
-                         json_out: Path | None) -> None:
+                         use_huge: bool, profile: str, smp: int, repeat: int,
+                         icount_shift: int, json_out: Path | None) -> None:
         """Count the barriers, TLBIs, atomics and instructions a kernel executes per
         test_vmalloc loop (fix_size_alloc by default; --mask picks another test).
 
@@ -644,7 +668,7 @@ def _make_command() -> click.Command:
                              hint="per-loop counts need a single test per run")
         m = measure(kernel_files(kernel), nr_pages=pages, loops=(lo, hi), smp=smp,
                     repeat=repeat, icount_shift=None if icount_shift < 0 else icount_shift,
-                    run_test_mask=run_test_mask, use_huge=int(use_huge))
+                    run_test_mask=run_test_mask, use_huge=int(use_huge), profile=profile)
         m["model"] = model_comparison(kernel, m)
         _print_measurement(m)
         _print_model(m["model"])

@@ -293,9 +293,11 @@ def counted_workloads(spec: ComparisonSpec) -> list[tuple[CountedTest, int]]:
     return [(t, nr) for t in COUNTED for nr in t.pages(spec.barriers)]
 
 
-def count_barriers(spec: ComparisonSpec, arts: dict[str, Artifact], out: Path) -> dict:
+def count_barriers(spec: ComparisonSpec, arts: dict[str, Artifact], out: Path,
+                   profile: str = "default") -> dict:
     """Per kernel and test: the plugin's per-loop counts (cached in out/barriers/), measured
-    on the plan profile's QEMU machine."""
+    on the plan profile's QEMU machine (its machine, GIC, CPU model and memory; TCG and
+    -smp 1 for exact counts)."""
     from orchestrator.barrier_counts import kernel_files, measure
 
     b = spec.barriers
@@ -310,7 +312,7 @@ def count_barriers(spec: ComparisonSpec, arts: dict[str, Artifact], out: Path) -
                 with progress.phase("barriers", f"{k.name}: count per {t.label} loop"):
                     m = measure(kernel_files(str(arts[k.name].path)), nr_pages=pages,
                                 loops=tuple(b["loops"]), repeat=int(b["repeat"]),
-                                run_test_mask=t.mask, use_huge=t.use_huge)
+                                run_test_mask=t.mask, use_huge=t.use_huge, profile=profile)
                 atomic_write_json(path, m)
             res.setdefault(k.name, {})[t.label] = json.loads(path.read_text())
     return res
@@ -624,7 +626,7 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
 
     t1 = time.monotonic()
     run_plan(kuts, plan, store, lambda: QemuTarget(plan.profile))
-    barriers = count_barriers(spec, arts, out) if barriers_on else {}
+    barriers = count_barriers(spec, arts, out, plan.profile) if barriers_on else {}
     t_runs = time.monotonic() - t1
     preds = predictions(variants, counted_workloads(spec))
     tpreds = timing_predictions(variants, spec.baseline, plan)
@@ -632,6 +634,10 @@ def run_compare(spec: ComparisonSpec, *, out: Path, resume: bool, repeats: int |
     comp = assemble(spec, arts, plan, store, variants, barriers, preds, tpreds, command)
     comp.attributions = attribute_changes(variants, spec.baseline, plan)
     comp.plan.extra = {"durations_s": {"builds": round(t_build, 1), "runs": round(t_runs, 1)}}
+    machines = {json.dumps(m.get("machine"), sort_keys=True) for per in barriers.values()
+                for m in per.values() if m.get("machine")}
+    if machines:
+        comp.plan.extra["barrier_machine"] = [json.loads(x) for x in sorted(machines)]
     comp.analyze()
     comp.save(out / "results.json")
     check_schema(comp)
