@@ -362,6 +362,47 @@ def timing_predictions(variants: dict[str, dict], baseline: str, plan: Plan,
     return out
 
 
+HARDWARE = ("apple-m2", "ampere-altra")
+
+
+def hardware_estimates(variants: dict[str, dict], spec: ComparisonSpec) -> list:
+    """Each candidate's predicted time change per fix_size_alloc loop (the largest counted
+    nr_pages) on the named hardware of the cost model, with its held-out error."""
+    from orchestrator import comparison as cm
+    from orchestrator.sim import CostModel, predict
+    from orchestrator.sim.cost_checks import held_out_error_pp
+    from orchestrator.sim.workloads import with_kernel_params
+
+    pages = max([int(n) for n in spec.barriers.get("nr_pages", [])] or [256])
+    workload = f"test_vmalloc run_test_mask=1 nr_pages={pages}"
+    base = variants.get(spec.baseline)
+    if base is None:
+        return []
+    try:
+        err = held_out_error_pp()
+        before = predict(base["used"], with_kernel_params(workload, base.get("params")),
+                         check=False)
+        out = []
+        for kname, v in variants.items():
+            if kname == spec.baseline:
+                continue
+            w = with_kernel_params(workload, v.get("params"))
+            after = predict(v["used"], w, check=False)
+            for platform in HARDWARE:
+                change = CostModel.load(platform).relative_change(before, after)
+                out.append(cm.HardwareEstimate(
+                    kernel=kname, workload=" ".join(
+                        [workload] + [f"{a}={b}" for a, b in (v.get("params") or {}).items()]),
+                    platform=platform, change=round(change, 4), held_out_error_pp=err,
+                    note="cost model from the predicted counts of each kernel's variant and "
+                         "config; constants fitted to seed 000's published numbers, error "
+                         "measured on seeds 002 and 003 (mmlab simulate --cost-checks)"))
+        return out
+    except MmlabError as exc:
+        progress.info(f"warning: no hardware estimates: {exc}")
+        return []
+
+
 def attribute_changes(variants: dict[str, dict], baseline: str, plan: Plan) -> dict:
     """Per candidate: the modelled upstream changes behind each predicted change."""
     from orchestrator.attribution import attribute
@@ -497,6 +538,7 @@ def assemble(spec: ComparisonSpec, arts: dict[str, Artifact], plan: Plan, store:
                 runs_nr = [run[nr] for run in m.get("runs", []) if nr in run]
                 comp.barriers += barrier_rows(kname, workload, runs_nr,
                                               pred.get("per_loop") if pred else None)
+    comp.hardware = hardware_estimates(variants, spec)
     for eid, per_kernel in tpreds.items():
         e = entries[eid]
         for kname, change in per_kernel.items():

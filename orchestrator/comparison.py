@@ -281,6 +281,19 @@ class BarrierCount:
 
 
 @dataclass
+class HardwareEstimate:
+    """The cost model's time change for a kernel vs the baseline on named hardware, from the
+    predicted counts, with the model's held-out error (sim/cost_checks.py)."""
+
+    kernel: str
+    workload: str                    # the simulator workload
+    platform: str                    # cost platform ("apple-m2", "ampere-altra")
+    change: float                    # -0.3 = 30% less time per loop
+    held_out_error_pp: float | None = None
+    note: str = ""
+
+
+@dataclass
 class TimingPrediction:
     """The model's predicted relative change of a metric for a candidate kernel."""
 
@@ -500,6 +513,7 @@ class Comparison:
     crashes: list[Crash] = field(default_factory=list)
     barriers: list[BarrierCount] = field(default_factory=list)
     timing_predictions: list[TimingPrediction] = field(default_factory=list)
+    hardware: list[HardwareEstimate] = field(default_factory=list)
     ktap: list[KtapOutcome] = field(default_factory=list)
     # mm-relevant config per kernel (orchestrator/mmconfig.py): rows of {property, affects,
     # values: {kernel: label}, options: {kernel: option}}
@@ -563,7 +577,7 @@ class Comparison:
                         raise InputError(f"metric {m.id}, kernel {k}: sample {v!r} is out of "
                                          f"range (|x| <= {SAMPLE_LIMIT:g})", hint=hint)
         for group in (self.vmalloc, self.dmesg, self.wx, self.crashes, self.barriers,
-                      self.timing_predictions, self.logs, self.ktap):
+                      self.timing_predictions, self.logs, self.ktap, self.hardware):
             for item in group:
                 if item.kernel not in known:
                     raise InputError(f"{type(item).__name__} names unknown kernel "
@@ -925,8 +939,12 @@ class Comparison:
                     s.model_match += b.verdict == "match"
                     s.model_mismatch += b.verdict == "mismatch"
             parts = []
+            evidence = self._evidence(k.id, barriers) if k.id != self.baseline else ""
+            if evidence:
+                parts.append(evidence)
             if k.id != self.baseline:
-                parts.append(f"{s.improved} improved, {s.regressed} regressed"
+                parts.append(("TCG wall time: " if evidence else "")
+                             + f"{s.improved} improved, {s.regressed} regressed"
                              + (f" ({s.regressed_expected} as the model predicts)"
                                 if s.regressed_expected else "")
                              + f", {s.no_change} no change"
@@ -977,8 +995,14 @@ class Comparison:
             match = sum(s.model_match for s in summaries)
             expected = sum(s.regressed_expected for s in summaries)
             parts = ["no correctness regression"]
+            names_ = {k.id: k.name for k in self.kernels}
+            evid = [f"{names_[k.id]}: {e}" for k in self.kernels if k.id != self.baseline
+                    and (e := self._evidence(k.id, barriers))]
+            if evid:
+                parts.insert(0, "; ".join(evid))
             if improved + same + insufficient + expected:
-                parts.append(f"metrics: {improved} improved, {same} no change, "
+                parts.append(("TCG wall time (noisy): " if evid else "metrics: ")
+                             + f"{improved} improved, {same} no change, "
                              + (f"{expected} regressed as the model predicts" if expected
                                 else "none regressed")
                              + (f", {insufficient} without enough runs" if insufficient
@@ -988,6 +1012,39 @@ class Comparison:
             status = "warn" if warns else "pass"
             headline = ("WARN: " if warns else "PASS: ") + "; ".join(parts)
         return Overall(status, headline, fails + warns, summaries)
+
+    def _evidence(self, kernel: str, barriers: list[BarrierResult]) -> str:
+        """The deterministic evidence for a candidate, baseline -> candidate: DSBs and
+        instructions per fix_size_alloc loop at the largest counted nr_pages (measured, with
+        the model's DSB prediction), and the cost model's estimate on named hardware with
+        its held-out error. "" when nothing was counted."""
+        def rows(kid: str) -> dict[str, BarrierResult]:
+            return {b.row.quantity: b for b in barriers if b.row.kernel == kid
+                    and b.row.workload.startswith(f"fix_size_alloc_test nr_pages={pages} ")}
+
+        sizes = [int(m.group(1)) for b in barriers
+                 if (m := re.match(r"fix_size_alloc_test nr_pages=(\d+) ", b.row.workload))]
+        if not sizes:
+            return ""
+        pages = max(sizes)
+        base, cand = rows(self.baseline), rows(kernel)
+        parts = []
+        d0, d1 = base.get("dsb.ishst"), cand.get("dsb.ishst")
+        if d0 and d1 and d0.row.measured is not None and d1.row.measured is not None:
+            pred = (f" (model {d1.row.predicted:.4g})" if d1.row.predicted is not None else "")
+            parts.append(f"dsb ishst per {pages}-page fix_size_alloc loop "
+                         f"{d0.row.measured:.4g} -> {d1.row.measured:.4g}{pred}")
+        i0, i1 = base.get("insns"), cand.get("insns")
+        if i0 and i1 and i0.row.measured and i1.row.measured is not None:
+            parts.append(f"instructions {i0.row.measured:.0f} -> {i1.row.measured:.0f} "
+                         f"({(i1.row.measured / i0.row.measured - 1) * 100:+.1f}%)")
+        hw = [h for h in self.hardware if h.kernel == kernel]
+        if hw:
+            err = hw[0].held_out_error_pp
+            parts.append("cost model " + ", ".join(f"{h.platform} {h.change * 100:+.0f}%"
+                                                  for h in hw)
+                         + (f" (held-out error ±{err:.0f} pp)" if err is not None else ""))
+        return ", ".join(parts)
 
     def _regression_reason(self, name: str, r: MetricResult) -> str:
         """'batching: vm_map_ram_test regressed +19% [CI], as the model predicts (+6.5%;
@@ -1057,6 +1114,7 @@ class Comparison:
             "model": {
                 "barriers": [asdict(b) for b in self.barriers],
                 "timing": [asdict(p) for p in self.timing_predictions],
+                "hardware": [asdict(h) for h in self.hardware],
             },
             "references": [{k: v for k, v in asdict(r).items() if k != "defaults"}
                            | {"defaults": r.defaults} for r in self.references or []],
@@ -1095,6 +1153,8 @@ class Comparison:
                           for b in model.get("barriers", [])],
                 timing_predictions=[TimingPrediction(**_kw(TimingPrediction, p))
                                     for p in model.get("timing", [])],
+                hardware=[HardwareEstimate(**_kw(HardwareEstimate, h))
+                          for h in model.get("hardware", [])],
                 references=None if data.get("references") is None else
                 [Reference(**_kw(Reference, r)) for r in data["references"]],
                 plan=Plan(**_kw(Plan, data.get("plan", {}))),

@@ -183,6 +183,17 @@ def view_model(comp: Comparison, results_dir: Path | None = None,
     for r in a.metrics:
         by_metric.setdefault(r.metric, []).append(r)
 
+    # instructions per loop (the plugin's count) for the timed test's workload, by kernel
+    insns: dict[tuple[str, str], float] = {}
+    for b in comp.barriers:
+        if b.quantity == "insns" and b.measured is not None:
+            insns[(b.kernel, b.workload.split(" (run_test_mask")[0])] = b.measured
+
+    def insns_for(m, kid: str) -> float | None:
+        nr = m.params.get("nr_pages", 1)
+        label = m.test + (" use_huge=1" if m.params.get("use_huge") else "")
+        return insns.get((kid, f"{label} nr_pages={nr}"))
+
     tests = []
     for m in comp.metrics:
         results = {r.kernel: r for r in by_metric.get(m.id, [])}
@@ -191,7 +202,8 @@ def view_model(comp: Comparison, results_dir: Path | None = None,
             if not m.samples.get(k.id):
                 continue
             rows.append({"kernel": k, "summary": st.summarize(m.samples[k.id]),
-                         "result": results.get(k.id), "is_base": k.id == comp.baseline})
+                         "result": results.get(k.id), "is_base": k.id == comp.baseline,
+                         "insns": insns_for(m, k.id)})
         tests.append({"metric": m, "rows": rows, "plot": make_plot(comp, m),
                       "readings": [results[k.id] for k in comp.kernels if k.id in results]})
 

@@ -115,6 +115,11 @@ def _render(pred, baseline=None, cost=None) -> str:
 )
 @click.option("--race", is_flag=True, help="enumerate the ptdump vs table-freeing race (seed 003)")
 @click.option(
+    "--cost-checks",
+    is_flag=True,
+    help="the cost model against published changes: fitted and held-out errors",
+)
+@click.option(
     "--check",
     "check_n",
     type=int,
@@ -122,7 +127,8 @@ def _render(pred, baseline=None, cost=None) -> str:
     help="run N random operation sequences through the invariant checker",
 )
 def simulate_command(
-    variant, workload, as_json, mode, kernel, baseline, platform, list_what, race, check_n
+    variant, workload, as_json, mode, kernel, baseline, platform, list_what, race, cost_checks,
+    check_n,
 ):
     """Predict barrier/TLBI counts of a kernel variant on a workload (reference simulator).
 
@@ -148,6 +154,16 @@ def simulate_command(
             for k, v in data.items():
                 desc = v if isinstance(v, str) else (v.get("description") or v.get("title", ""))
                 click.echo(f"{k:32s} {desc}")
+        return
+    if cost_checks:
+        from orchestrator.sim import cost_checks as cc
+
+        if as_json:
+            rows, summary = cc.evaluate()
+            click.echo(json.dumps({"checks": [r.to_json() for r in rows],
+                                   "summary": summary}, indent=2))
+        else:
+            click.echo(cc.render())
         return
     if race:
         from orchestrator.sim.race import enumerate_ptdump_race

@@ -500,7 +500,9 @@ class Kernel:
         if nr * 8 > P.PAGE_SIZE:
             array = self.vmalloc(nr * 8, what="vmalloc(pages array)")
         pfn = self.pt.alloc_pages(nr, 1 << (shift - P.PAGE_SHIFT))
-        m.event("page_alloc", nr)
+        # vm_area_alloc_pages(): nr >> order allocations of 2**order pages (huge areas:
+        # order 4 for contpte chunks, 9 for PMDs), split into single pages
+        m.event("page_alloc", nr >> (shift - P.PAGE_SHIFT))
         area = VmArea(addr, size, va_size, range(pfn, pfn + nr), shift, array)
         self.vmap_pages_range(addr, addr + size, P.PAGE_KERNEL, area.pages, shift)
         if self.nr_vmalloc_atomic:
