@@ -34,7 +34,8 @@ def cache_dir(kind: str) -> Path:
 
     Kinds in use: ``ccache``, ``artifacts`` (kernel builds), ``trees`` (pristine
     extracted sources), ``work`` (per-build work trees), ``downloads`` (Debian packages,
-    source packages), ``images`` (initramfs), ``plugins`` (QEMU plugins), ``tmp``.
+    source packages), ``images`` (initramfs), ``plugins`` (QEMU plugins), ``sim``
+    (the cost model's checks against published figures), ``tmp``.
     """
     path = cache_root() / kind
     try:

@@ -55,3 +55,20 @@ def test_the_default_6_12_kernel_counts_match_the_model(kernel_artifact):
 @pytest.mark.archive
 def test_debian_7_3_counts_match_the_model(upstream_artifact):
     _check(upstream_artifact, "v7.3", "lse")
+
+
+def test_simulate_takes_a_built_kernel(kernel_artifact):
+    import json
+
+    from click.testing import CliRunner
+
+    from orchestrator.sim.cli import simulate_command
+
+    r = CliRunner().invoke(simulate_command, ["--kernel", str(kernel_artifact.path),
+                                              "-w", "fix_size_256", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["inference"]["variant"] == "v6.12" and not data["inference"]["conflicts"]
+    assert data["workload"]["atomics"] == "llsc"
+    per_loop = data["tests"][0]["per_loop"]
+    assert round(per_loop["dsb.ishst"]) == 256 and per_loop["dmb.ish"] >= 256
