@@ -1054,6 +1054,9 @@ class Comparison:
         text = f"{name}: {m.label} regressed"
         if d.rel_change is not None:
             text += f" {st.format_pct(d.rel_change)}"
+        insns = self._insns_change(m, r.kernel)
+        if insns:
+            text += f" ({insns})"
         pred = next((p for p in self.timing_predictions
                      if p.metric == r.metric and p.kernel == r.kernel), None)
         published = sorted(ref.change for ref in self.references or []
@@ -1071,6 +1074,18 @@ class Comparison:
             return (f"{text}, not what the model predicts ({st.format_pct(pred.change)}{pub})"
                     + size)
         return f"{text} (no model prediction for this metric)"
+
+    def _insns_change(self, m: Metric, kid: str) -> str:
+        """'instructions per loop 3211 -> 5135 (+60%)' for a timed test_vmalloc metric, from
+        the plugin's counts: under emulation, time follows the instructions executed."""
+        label = m.test + (" use_huge=1" if m.params.get("use_huge") else "")
+        want = f"{label} nr_pages={m.params.get('nr_pages', 1)} "
+        vals = {b.kernel: b.measured for b in self.barriers
+                if b.quantity == "insns" and b.measured and (b.workload + " ").startswith(want)}
+        a, b = vals.get(self.baseline), vals.get(kid)
+        if not a or b is None:
+            return ""
+        return f"instructions per loop {a:.0f} -> {b:.0f} ({(b / a - 1) * 100:+.0f}%)"
 
     def _expected_cost(self, kid: str) -> str:
         """Whose cost a predicted regression is: the series', or the changes between trees."""

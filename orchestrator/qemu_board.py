@@ -49,17 +49,22 @@ def free_port() -> int:
 
 
 def board_argv(kernel: Path, initrd: Path, port: int, console_log: Path,
-               cmdline: list[str] | None = None, memory: str = "512M", smp: int = 2
+               cmdline: list[str] | None = None, profile: str = "standin-board"
                ) -> list[str]:
-    """QEMU command line of a stand-in board (TCG, virt, GICv3, cpu max)."""
-    # dtb-randomness=off: no /chosen/kaslr-seed, which classic `kexec -l` refuses
-    return [QEMU, "-M", "virt,gic-version=3,dtb-randomness=off", "-accel", "tcg", "-cpu", "max,pauth-impdef=on",
-            "-smp", str(smp), "-m", memory, "-display", "none", "-monitor", "none",
-            "-chardev", f"file,id=con0,path={console_log}", "-serial", "chardev:con0",
-            "-kernel", str(kernel), "-initrd", str(initrd),
-            "-append", " ".join(cmdline or CMDLINE),
-            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", "virtio-net-pci,netdev=n0,romfile="]
+    """QEMU command line of a stand-in board: the machine of ``qemu_profiles/<profile>``
+    through the one command-line builder, console to a file, sshd forwarded to ``port``.
+    Without -no-reboot: a reboot resets it into its default kernel, as a board comes back."""
+    import dataclasses
+
+    from orchestrator.targets.qemu import load_profile, qemu_argv
+
+    prof = load_profile(profile)
+    prof = dataclasses.replace(prof, network=True, netdev_options=(
+        *prof.netdev_options, f"hostfwd=tcp:127.0.0.1:{port}-:22"))
+    argv = qemu_argv(prof, kernel, initrd, " ".join(cmdline or CMDLINE), qemu=QEMU,
+                     console_file=console_log)
+    argv.remove("-no-reboot")
+    return argv
 
 
 def _spawn(argv: list[str], log: Path) -> int:

@@ -64,6 +64,7 @@ class Profile:
     name: str
     description: str = ""
     machine: str = "virt"
+    machine_options: tuple[str, ...] = ()
     gic_version: int | str = 3
     cpu: str = "max"
     cpu_options: tuple[str, ...] = ()
@@ -80,7 +81,7 @@ class Profile:
     source: str = ""
     data: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    _FIELDS = ("description", "machine", "gic_version", "cpu", "cpu_options", "smp",
+    _FIELDS = ("description", "machine", "machine_options", "gic_version", "cpu", "cpu_options", "smp",
                "memory", "accel", "cmdline", "session_loglevel", "tcg_timeout_scale",
                "boot_timeout", "network", "netdev_options", "extra_args")
 
@@ -143,8 +144,10 @@ def _load_profile_data(name: str, root: Path, seen: list[str]) -> dict[str, Any]
 
 
 def qemu_argv(profile: Profile, kernel: Path, initrd: Path | None, append: str,
-              qemu: str = QEMU) -> list[str]:
-    """The full QEMU command line for a boot."""
+              qemu: str = QEMU, console_file: Path | None = None) -> list[str]:
+    """The full QEMU command line for a boot: the one place mmlab builds one (timed runs,
+    barrier counts, stand-in boards). The console is the process's stdio, or
+    ``console_file``; additions (the barrier plugin, -icount) go after it."""
     accel = profile.resolved_accel()
     cpu = profile.cpu
     if accel == "kvm":
@@ -152,11 +155,14 @@ def qemu_argv(profile: Profile, kernel: Path, initrd: Path | None, append: str,
         cpu_arg = cpu
     else:
         cpu_arg = ",".join([cpu, *profile.cpu_options])
-    machine = f"{profile.machine},gic-version={profile.gic_version}"
+    machine = ",".join([profile.machine, f"gic-version={profile.gic_version}",
+                        *profile.machine_options])
+    chardev = (f"file,id=con0,path={console_file}" if console_file is not None
+               else "stdio,id=con0,signal=off")
     argv = [qemu, "-M", machine, "-accel", accel, "-cpu", cpu_arg,
             "-smp", str(profile.smp), "-m", str(profile.memory),
             "-display", "none", "-monitor", "none",
-            "-chardev", "stdio,id=con0,signal=off", "-serial", "chardev:con0",
+            "-chardev", chardev, "-serial", "chardev:con0",
             "-no-reboot", "-kernel", str(kernel)]
     if initrd is not None:
         argv += ["-initrd", str(initrd)]
