@@ -12,7 +12,7 @@ import statistics
 
 import pytest
 
-from orchestrator.initramfs import build_initramfs
+from orchestrator.image.initramfs import build_initramfs
 from orchestrator.targets.qemu import QemuTarget
 
 TARGET_MEDIAN_S = 1.5
@@ -22,7 +22,7 @@ ROUNDS = 9
 @pytest.fixture(scope="module")
 def kernel_artifact():
     """The default kernel, from the build cache (built on first use, like tests/conftest)."""
-    from orchestrator.build import BuildRequest, build_kernel
+    from orchestrator.kernel.build import BuildRequest, build_kernel
 
     return build_kernel(BuildRequest.default())
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from orchestrator.build import BuildRequest, build_kernel
+from orchestrator.kernel.build import BuildRequest, build_kernel
 
 
 @pytest.mark.kernel

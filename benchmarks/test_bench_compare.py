@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.compare import load_comparison, run_compare
+from orchestrator.pipeline.compare import load_comparison, run_compare
 
 
 @pytest.mark.kernel

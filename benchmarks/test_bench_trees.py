@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from orchestrator.build import BuildRequest, build_kernel
-from orchestrator.sources import resolve_tree
+from orchestrator.kernel.build import BuildRequest, build_kernel
+from orchestrator.kernel.sources import resolve_tree
 
 
 @pytest.mark.kernel

@@ -30,9 +30,9 @@ TABLE = Path(__file__).with_name("host_tools.toml")
 # with install=False it raises MissingToolError when the thing is absent.
 FETCHES: list[tuple[str, str, list[str]]] = [
     ("busybox-static for arm64 (Debian package, private apt state)",
-     "orchestrator.debpkg:ensure_busybox", ["image"]),
+     "orchestrator.kernel.debpkg:ensure_busybox", ["image"]),
     ("QEMU plugin header (qemu-plugin.h, from Debian's qemu source package)",
-     "orchestrator.barrier_plugin:ensure_plugin_header", ["plugin"]),
+     "orchestrator.barriers.plugin:ensure_plugin_header", ["plugin"]),
 ]
 
 

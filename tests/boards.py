@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from orchestrator.board_image import BoardKeys
-from orchestrator.qemu_board import CMDLINE, QemuBoard
+from orchestrator.image.board_image import BoardKeys
 from orchestrator.targets.ssh import BoardConfig
+from orchestrator.targets.standin_board import CMDLINE, QemuBoard
 
 # TCG on 2 shared cores: commands run ~4x slower than on hardware
 TIMEOUT_SCALE = 4.0
@@ -25,7 +25,7 @@ def board_config(name: str, board: QemuBoard, keys: BoardKeys, known_hosts: Path
     board's key, the power hook that kills and restarts its QEMU."""
     base = dict(name=name, address="127.0.0.1", port=board.port, user="root",
                 key=str(keys.client_key), agent=False, known_hosts=str(known_hosts),
-                power=[sys.executable, "-m", "orchestrator.qemu_board", "power-cycle",
+                power=[sys.executable, "-m", "orchestrator.targets.standin_board", "power-cycle",
                        str(board.state_dir)],
                 console=["tail", "-n", "0", "-F", str(board.console_log)],
                 board_keys=str(keys.directory), cmdline=list(CMDLINE), timeout_scale=TIMEOUT_SCALE, boot_timeout=90,

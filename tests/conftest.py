@@ -25,13 +25,13 @@ def _require_tools(*tools: str) -> None:
 def kernel_artifact():
     """The default kernel (linux-source-6.12 + qemu-virt, test_vmalloc, ptdump), built for real."""
     _require_tools("aarch64-linux-gnu-gcc", "make", "ccache")
-    from orchestrator.build import BuildRequest, build_kernel
+    from orchestrator.kernel.build import BuildRequest, build_kernel
 
     return build_kernel(BuildRequest.default())
 
 
 # The newest upstream release CI builds and boots (fetched from Debian's archive, see
-# orchestrator/debian_archive.py): the one judge of mmlab that nobody here wrote.
+# orchestrator/kernel/debian_archive.py): the one judge of mmlab that nobody here wrote.
 UPSTREAM_TREE = "debian:7.3"
 
 
@@ -39,8 +39,8 @@ UPSTREAM_TREE = "debian:7.3"
 def upstream_artifact():
     """Linux 7.3 (Debian's linux-source-7.3) with the default fragment set, built for real."""
     _require_tools("aarch64-linux-gnu-gcc", "make", "ccache")
-    from orchestrator.build import BuildRequest, build_kernel
-    from orchestrator.sources import resolve_tree
+    from orchestrator.kernel.build import BuildRequest, build_kernel
+    from orchestrator.kernel.sources import resolve_tree
 
     return build_kernel(BuildRequest.for_tree(resolve_tree(UPSTREAM_TREE), "default",
                                               name="v7.3"))

@@ -1,4 +1,4 @@
-"""Instruction-word classification (orchestrator.aarch64).
+"""Instruction-word classification (orchestrator.kernel.aarch64).
 
 Every encoding listed in ../shared/DOMAIN.md, plus the full TLBI/barrier tables, checked
 against the words the real cross assembler produces for each mnemonic, so the tables
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orchestrator import aarch64
-from orchestrator.aarch64 import classify, decode_branch, find_barriers, find_branches
+from orchestrator.kernel import aarch64
+from orchestrator.kernel.aarch64 import classify, decode_branch, find_barriers, find_branches
 
 # --- the words quoted in DOMAIN.md ---------------------------------------------------
 
@@ -200,7 +200,7 @@ def test_atomic_keys_of_instructions_binutils_assembles(tmp_path):
     import struct
     import subprocess
 
-    from orchestrator.aarch64 import classify_atomic
+    from orchestrator.kernel.aarch64 import classify_atomic
 
     if shutil.which("aarch64-linux-gnu-as") is None:
         pytest.fail("aarch64-linux-gnu-as missing; run `mmlab doctor --install`")

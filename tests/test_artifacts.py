@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from orchestrator.artifacts import Artifact, CorruptArtifact, find
+from orchestrator.kernel.artifacts import Artifact, CorruptArtifact, find
 
 
 def _fake_artifact(root, key="ab" * 32):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import barrier_plugin as bp
+from orchestrator.barriers import plugin as bp
 from orchestrator.errors import InputError, MissingToolError, TargetError
 
 DATA = Path(__file__).parent / "data" / "plugin"
@@ -52,7 +52,7 @@ def blob(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def blob_ranges(blob):
-    from orchestrator.elfinspect import symbol_ranges
+    from orchestrator.kernel.elfinspect import symbol_ranges
 
     return symbol_ranges(blob, ["func_a", "func_b", "func_c", "func_d"])
 
@@ -99,7 +99,7 @@ def test_blob_exact_counts_per_window_and_function(blob, blob_ranges, plugin_so,
     assert by_fn[4] == {"func_c": {"dmb.ishst": FUNC_C_LOOPS * smp,
                                    "dsb.ish": FUNC_C_LOOPS * smp}}
     # atomics: LSE by ordering, CAS, and one store-exclusive per LL/SC attempt (the same
-    # classification as orchestrator.aarch64.classify_atomic, checked against binutils)
+    # classification as orchestrator.kernel.aarch64.classify_atomic, checked against binutils)
     assert by_fn[5] == {"func_d": {"atomic.lse.al": 200, "atomic.lse": 100, "atomic.lse.l": 100,
                                    "atomic.cas.al": 100, "atomic.stxr": 100,
                                    "atomic.stlxr": 100, "dmb.ish": 100}}
@@ -239,7 +239,7 @@ def test_parse_recorded_output():
     assert counts.window(3).by_function() == {
         "func_c": {"dmb.ishst": 2 * FUNC_C_LOOPS, "dsb.ish": 2 * FUNC_C_LOOPS}}
     # kinds are re-derived from the encoding with the census classifier
-    from orchestrator.aarch64 import classify
+    from orchestrator.kernel.aarch64 import classify
 
     assert all(s.kind == classify(s.word) for w in counts.windows for s in w.sites)
 
@@ -316,7 +316,7 @@ def test_header_for_another_api_is_refused(monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- per-loop counts
 
-from orchestrator import barrier_counts as bc  # noqa: E402
+from orchestrator.barriers import counts as bc  # noqa: E402
 
 KERNEL_COUNTS = DATA / "kernel-6.12-fix_size-smp1.counts.gz"
 
@@ -368,7 +368,7 @@ def test_per_loop_from_recorded_6_12_run():
 
 def test_census_crosscheck_logic():
     """Census entries as `elfinspect.barrier_census` reported them for the 6.12 vmlinux."""
-    from orchestrator.elfinspect import FunctionCensus
+    from orchestrator.kernel.elfinspect import FunctionCensus
 
     census = {
         "__set_ptes.constprop.0#3": FunctionCensus("__set_ptes.constprop.0#3", 0, 108,
@@ -396,7 +396,7 @@ def test_census_crosscheck_logic():
 @pytest.mark.slow
 def test_fix_size_barriers_on_default_kernel(kernel_artifact, plugin_so):
     """DSB/ISB per fix_size_alloc loop on the default 6.12 build, booted for real."""
-    from orchestrator.elfinspect import barrier_census
+    from orchestrator.kernel.elfinspect import barrier_census
 
     files = bc.KernelFiles(kernel_artifact.image, kernel_artifact.vmlinux,
                            kernel_artifact.module("test_vmalloc"), kernel_artifact.name)
@@ -418,7 +418,7 @@ def test_fix_size_barriers_on_default_kernel(kernel_artifact, plugin_so):
 def test_barriers_command_rejects_a_non_kernel(tmp_path):
     from click.testing import CliRunner
 
-    from orchestrator.cli import cli
+    from orchestrator.cli.main import cli
 
     with pytest.raises(InputError, match="no built kernel tree"):
         bc.kernel_files(str(tmp_path))

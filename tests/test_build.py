@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import kconfig
-from orchestrator.artifacts import Artifact
-from orchestrator.build import BuildRequest, build_kernel, check_config
 from orchestrator.errors import ConfigError, InputError
-from orchestrator.sources import DirectorySource, resolve_tree
+from orchestrator.kernel import kconfig
+from orchestrator.kernel.artifacts import Artifact
+from orchestrator.kernel.build import BuildRequest, build_kernel, check_config
+from orchestrator.kernel.sources import DirectorySource, resolve_tree
 
 
 @pytest.fixture
@@ -170,7 +170,7 @@ def test_default_build_produces_image_module_and_metadata(kernel_artifact: Artif
 
 @pytest.mark.kernel
 def test_repeat_build_is_a_cache_hit_without_make(kernel_artifact: Artifact, monkeypatch):
-    import orchestrator.kbuild as kbuild
+    import orchestrator.kernel.kbuild as kbuild
 
     def no_make(*a, **k):  # a repeat build must not run make at all
         raise AssertionError("make was run on a cache hit")
@@ -239,7 +239,7 @@ def _trivial_series(tmp_path: Path, pristine: Path) -> Path:
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_patched_build_shares_ccache_with_baseline(tmp_path, kernel_artifact):
-    from orchestrator.series import load_series
+    from orchestrator.kernel.series import load_series
 
     base = BuildRequest.default()
     pristine = base.tree.pristine()
@@ -261,9 +261,9 @@ def test_patched_build_shares_ccache_with_baseline(tmp_path, kernel_artifact):
 @pytest.mark.fault('non-applying series', 'one line naming patch, file and hunk; nothing cached', '2')
 @pytest.mark.kernel
 def test_non_applying_series_fails_cleanly_and_caches_nothing(tmp_path, kernel_artifact):
-    from orchestrator.artifacts import list_artifacts
     from orchestrator.errors import SeriesApplyError
-    from orchestrator.series import load_series
+    from orchestrator.kernel.artifacts import list_artifacts
+    from orchestrator.kernel.series import load_series
 
     d = tmp_path / "bad"
     d.mkdir()
@@ -286,9 +286,9 @@ def test_non_applying_series_fails_cleanly_and_caches_nothing(tmp_path, kernel_a
 def test_compile_error_names_the_first_error_and_the_log(tmp_path, kernel_artifact):
     import difflib
 
-    from orchestrator.artifacts import list_artifacts
     from orchestrator.errors import BuildError
-    from orchestrator.series import load_series
+    from orchestrator.kernel.artifacts import list_artifacts
+    from orchestrator.kernel.series import load_series
 
     pristine = BuildRequest.default().tree.pristine()
     old = (pristine / "mm" / "vmalloc.c").read_text().splitlines(keepends=True)
@@ -315,7 +315,7 @@ def test_compile_error_names_the_first_error_and_the_log(tmp_path, kernel_artifa
 def test_reproducer_comments_cannot_start_a_command(tmp_path):
     """A tree path or series name with a newline was written into reproduce.sh's comments
     as is: the next line ran as a command."""
-    from orchestrator.build import _reproducer
+    from orchestrator.kernel.build import _reproducer
 
     tree = _tiny_tree(tmp_path / "t\nrm -rf ~\n#")
     req = BuildRequest(tree=DirectorySource(kind="directory", location=str(tree), path=tree),

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.compare import (
+from orchestrator.errors import InputError
+from orchestrator.paths import SERIES
+from orchestrator.pipeline.compare import (
     ComparisonSpec,
     KernelSpec,
     _select_patches,
@@ -17,8 +19,6 @@ from orchestrator.compare import (
     measured_per_loop,
     run_compare,
 )
-from orchestrator.errors import InputError
-from orchestrator.paths import SERIES
 
 
 def test_default_comparison_is_three_kernels_with_a_baseline():
@@ -34,7 +34,7 @@ def test_unknown_comparison_is_a_clear_error():
 
 
 def test_patch_selection_of_the_demo_series():
-    from orchestrator.series import load_series
+    from orchestrator.kernel.series import load_series
 
     s = load_series(str(SERIES / "lazy-mmu-6.12"))
     assert len(s.patches) == 3
@@ -78,7 +78,7 @@ def test_measured_counts_leave_out_what_the_model_leaves_out():
 @pytest.mark.boot
 @pytest.mark.slow
 def test_aa_comparison_end_to_end(tmp_path, kernel_artifact):
-    from orchestrator.comparison import validate_json
+    from orchestrator.judge.comparison import validate_json
 
     spec = load_comparison("aa-6.12")
     out = tmp_path / "aa"
@@ -112,7 +112,7 @@ def test_aa_comparison_end_to_end(tmp_path, kernel_artifact):
 
 def test_compare_rejects_a_single_kernel():
     with pytest.raises(InputError, match="at least two kernels"):
-        from orchestrator.compare import _validate
+        from orchestrator.pipeline.compare import _validate
 
         _validate(ComparisonSpec(name="x", kernels=[KernelSpec("a")], baseline="a"))
 
@@ -192,7 +192,7 @@ def test_a_result_that_drifts_from_the_schema_is_a_warning_not_a_lost_run(capsys
     sys.path.insert(0, str(Path(__file__).parent))
     from test_report import fixture
 
-    from orchestrator.compare import check_schema
+    from orchestrator.pipeline.compare import check_schema
 
     comp = fixture()
     comp.analyze()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import paths
-from orchestrator.series import check_series, load_series
+from orchestrator.kernel.series import check_series, load_series
 
 SERIES_DIR = paths.SERIES / "lazy-mmu-6.12"
 TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")

@@ -1,4 +1,4 @@
-"""vmlinux introspection (orchestrator.elfinspect) on real aarch64 code.
+"""vmlinux introspection (orchestrator.kernel.elfinspect) on real aarch64 code.
 
 The small "kernels" are assembled and linked here with the cross binutils from
 tests/data/elf/*.s (functions with known barrier contents, loops closed by each branch
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.elfinspect import (
+from orchestrator.errors import InputError
+from orchestrator.kernel.elfinspect import (
     FunctionCensus,
     barrier_census,
     compare_census,
@@ -27,7 +28,6 @@ from orchestrator.elfinspect import (
     symbol_ranges,
     with_barriers,
 )
-from orchestrator.errors import InputError
 
 DATA = Path(__file__).parent / "data" / "elf"
 TEXT_BASE = "0xffff800080010000"
@@ -287,7 +287,7 @@ def test_directory_inputs(vmlinux, tmp_path):
 
 
 def test_artifact_inputs(vmlinux, tmp_path, monkeypatch):
-    from orchestrator.artifacts import Artifact
+    from orchestrator.kernel.artifacts import Artifact
 
     key = "ab12" + "0" * 60
     art_dir = tmp_path / "cache" / "artifacts" / key

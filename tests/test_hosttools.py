@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator import hosttools
-from orchestrator.cli import main as mmlab_main
+from orchestrator.cli.main import main as mmlab_main
 from orchestrator.errors import MissingToolError
 
 FAKE = hosttools.Tool("mmlab-fake-tool", "cmd:mmlab-fake-tool-that-does-not-exist",
@@ -41,7 +41,7 @@ def test_ensure_names_every_missing_package_in_one_error(fake_missing):
 
 def test_compare_checks_tools_before_building_anything(fake_missing, monkeypatch, tmp_path,
                                                        capsys):
-    import orchestrator.compare as compare
+    import orchestrator.pipeline.compare as compare
 
     def no_build(spec):
         raise AssertionError("built before the host tools were checked")
@@ -61,7 +61,7 @@ def test_compare_checks_tools_before_building_anything(fake_missing, monkeypatch
 def test_ensure_fetches_what_mmlab_fetches_itself_without_root(monkeypatch, tmp_path):
     """In an empty cache, the image stage's busybox (arm64 .deb, private apt state) is
     fetched by the check itself: no `doctor --install` needed for mmlab's own downloads."""
-    from orchestrator import debpkg
+    from orchestrator.kernel import debpkg
 
     monkeypatch.setenv("MMLAB_CACHE", str(tmp_path / "cache"))
     with pytest.raises(MissingToolError):

@@ -14,15 +14,16 @@ import subprocess
 
 import pytest
 
-from orchestrator import debpkg, loader
+from orchestrator import loader
 from orchestrator.errors import InputError
-from orchestrator.initramfs import (
+from orchestrator.image.initramfs import (
     CpioWriter,
     build_initramfs,
     image_listing,
     modules_dep,
     read_newc,
 )
+from orchestrator.kernel import debpkg
 
 
 def test_cpio_newc_round_trip_and_system_cpio_agrees(tmp_path):
@@ -189,7 +190,7 @@ def test_a_secret_in_an_image_is_0600_inside_and_on_disk():
     """The board's host private key was 0755 inside a cached image readable by everyone."""
     import stat as st
 
-    from orchestrator.initramfs import image_listing
+    from orchestrator.image.initramfs import image_listing
 
     img = build_initramfs(None, extra_files={"etc/dropbear/key": (b"PRIVATE", 0o600),
                                              "mmlab/run.sh": b"echo hi\n"})
@@ -205,7 +206,7 @@ def test_board_keys_are_never_world_readable(tmp_path):
     """Private keys were written 0644 and chmod-ed afterwards."""
     import stat as st
 
-    from orchestrator.board_image import board_keys
+    from orchestrator.image.board_image import board_keys
 
     keys = board_keys(tmp_path / "keys")
     assert st.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700

@@ -1,4 +1,4 @@
-"""JUnit XML for CI gating (orchestrator.junit), from the report test fixture."""
+"""JUnit XML for CI gating (orchestrator.report.junit), from the report test fixture."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from orchestrator import comparison as cmp
-from orchestrator.junit import to_junit_xml, write_junit
+from orchestrator.judge import comparison as cmp
+from orchestrator.report.junit import to_junit_xml, write_junit
 
 FIXTURE = Path(__file__).parent / "data" / "report" / "demo_inputs.json"
 

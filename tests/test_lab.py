@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import ConfigError, InputError
-from orchestrator.lab import BoardBusy, Lease, load_inventory
+from orchestrator.lab.runtime import BoardBusy, Lease, load_inventory
 
 DATA = Path(__file__).parent / "data" / "boards"
 REPO = Path(__file__).resolve().parent.parent
@@ -86,7 +86,7 @@ def test_lease_cannot_be_held_twice_even_across_processes(tmp_path):
         with pytest.raises(BoardBusy, match="leased by another run.*first"):
             Lease(tmp_path, "a").acquire()
         # another process sees the same lock (flock on the same file)
-        code = ("import sys; from orchestrator.lab import Lease, BoardBusy\n"
+        code = ("import sys; from orchestrator.lab.runtime import Lease, BoardBusy\n"
                 "try:\n Lease(sys.argv[1], 'a').acquire(); print('got')\n"
                 "except BoardBusy as e: print('busy')")
         out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
@@ -98,8 +98,8 @@ def test_lease_cannot_be_held_twice_even_across_processes(tmp_path):
 def test_a_second_lab_run_finds_the_board_busy(tmp_path):
     """While one run holds a board's lease, another lab run marks it busy and never
     touches it (the address is not even reachable here)."""
-    from orchestrator.lab import run_board
-    from orchestrator.plans import load_plan
+    from orchestrator.lab.runtime import run_board
+    from orchestrator.run.plans import load_plan
     from orchestrator.targets.ssh import BoardConfig
 
     cfg = BoardConfig(name="a", address="127.0.0.1", port=9, known_hosts=str(tmp_path / "kh"))
@@ -115,7 +115,7 @@ def test_a_second_lab_run_finds_the_board_busy(tmp_path):
 
 @pytest.fixture(scope="module")
 def board_kernel():
-    from orchestrator.build import BuildRequest, build_kernel
+    from orchestrator.kernel.build import BuildRequest, build_kernel
 
     return build_kernel(BuildRequest.default("board"))
 
@@ -123,8 +123,8 @@ def board_kernel():
 @pytest.fixture(scope="module")
 def lab_boards(board_kernel, tmp_path_factory):
     """Two stand-in boards, started in parallel, with a known_hosts for both."""
-    from orchestrator.board_image import board_keys, build_board_image
-    from orchestrator.qemu_board import QemuBoard
+    from orchestrator.image.board_image import board_keys, build_board_image
+    from orchestrator.targets.standin_board import QemuBoard
 
     keys = board_keys(tmp_path_factory.mktemp("lab-keys"))
     image = build_board_image(board_kernel, keys)
@@ -142,7 +142,7 @@ def lab_boards(board_kernel, tmp_path_factory):
 
 
 def _write_inventory(path: Path, boards, keys, kh, bad_second: bool = False) -> Path:
-    from orchestrator.qemu_board import CMDLINE
+    from orchestrator.targets.standin_board import CMDLINE
 
     def q(words):
         return "[" + ", ".join(json.dumps(w) for w in words) + "]"
@@ -161,7 +161,7 @@ def _write_inventory(path: Path, boards, keys, kh, bad_second: bool = False) -> 
         text += ["", "[[board]]", f'name = "b{i}"', 'address = "127.0.0.1"',
                  f"port = {b.port}", f"cmdline = {q(cmdline)}",
                  f"boot_timeout = {boot_timeout}",
-                 f"power = {q([sys.executable, '-m', 'orchestrator.qemu_board', 'power-cycle', str(b.state_dir)])}",
+                 f"power = {q([sys.executable, '-m', 'orchestrator.targets.standin_board', 'power-cycle', str(b.state_dir)])}",
                  f"console = {q(['tail', '-n', '0', '-F', str(b.console_log)])}",
                  f'tags = {{ soc = "qemu-virt", cpu = "max", memory = "512M", n = "{i}" }}']
     path.write_text("\n".join(text) + "\n")
@@ -173,9 +173,9 @@ def _write_inventory(path: Path, boards, keys, kh, bad_second: bool = False) -> 
 @pytest.mark.network
 @pytest.mark.slow
 def test_lab_runs_plan_on_two_boards_in_parallel(lab_boards, board_kernel, tmp_path):
-    from orchestrator.lab import run_lab
-    from orchestrator.plans import load_plan
-    from orchestrator.runner import KernelUnderTest
+    from orchestrator.lab.runtime import run_lab
+    from orchestrator.run.plans import load_plan
+    from orchestrator.run.runner import KernelUnderTest
 
     boards, keys, kh = lab_boards
     inv = load_inventory(_write_inventory(tmp_path / "lab.toml", boards, keys, kh))
@@ -333,7 +333,7 @@ def test_lab_run_into_an_existing_out_needs_resume(tmp_path):
 def test_stand_in_power_off_kills_only_the_process_it_started(tmp_path):
     """The stand-in board's power hook killed whatever had the pid in board.json; a pid
     reused by another process after the board died must be left alone."""
-    from orchestrator.qemu_board import power
+    from orchestrator.targets.standin_board import power
 
     other = subprocess.Popen(["sleep", "30"])
     try:

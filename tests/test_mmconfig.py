@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import mmconfig
+from orchestrator.kernel import mmconfig
 
 CFG_612 = """\
 CONFIG_ARM64_4K_PAGES=y

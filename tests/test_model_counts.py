@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.barrier_counts import kernel_files, measure
-from orchestrator.compare import COUNTED, barrier_rows
+from orchestrator.barriers.counts import kernel_files, measure
+from orchestrator.pipeline.compare import COUNTED, barrier_rows
 from orchestrator.sim import predict
 from orchestrator.sim.infer import infer_kernel
 from orchestrator.sim.workloads import with_kernel_params

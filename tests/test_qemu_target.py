@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.artifacts import Artifact
+from orchestrator.kernel.artifacts import Artifact
 from orchestrator.targets import (
     BootTimeout,
     CommandTimeout,
@@ -351,7 +351,7 @@ def _fake_guest_driver(tmp_path: Path, crash: Path):
 
     import pexpect
 
-    from orchestrator.console import ConsoleDriver
+    from orchestrator.targets.console import ConsoleDriver
 
     log_path = tmp_path / "fake-console.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed by the test

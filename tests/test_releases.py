@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator import releases
+from orchestrator.kernel import releases
 
 
 def _series(tmp_path, base: str):

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import comparison as cmp
-from orchestrator.cli import main as mmlab_main
+from orchestrator.cli.main import main as mmlab_main
 from orchestrator.errors import InputError
-from orchestrator.report import make_plot, render_html, write_report
+from orchestrator.judge import comparison as cmp
+from orchestrator.report.html import make_plot, render_html, write_report
 
 DATA = Path(__file__).parent / "data" / "report"
 FIXTURE = DATA / "demo_inputs.json"
@@ -332,9 +332,9 @@ def test_published_references_match_metrics():
 
 
 def test_kernel_provenance_from_artifact_metadata(tmp_path):
-    from orchestrator.artifacts import Artifact
+    from orchestrator.kernel.artifacts import Artifact
 
-    # metadata.json in the shape orchestrator/build.py writes (abridged)
+    # metadata.json in the shape orchestrator/kernel/build.py writes (abridged)
     meta = {"schema": "mmlab.artifact/1", "key": "ab" * 32, "name": "batching",
             "release": "6.12.117", "build_id": "2a5eed14065d5b3e2668ff4ca19b813ed79367fe",
             "inputs": {"base_target": "tinyconfig"},

@@ -15,8 +15,8 @@ import pytest
 
 from orchestrator.errors import InputError
 from orchestrator.paths import REPO_ROOT
-from orchestrator.plans import load_plan, plan_from_dict
-from orchestrator.results import RunStore
+from orchestrator.run.plans import load_plan, plan_from_dict
+from orchestrator.run.results import RunStore
 
 
 def test_default_plan_loads_with_timed_and_once_entries():
@@ -55,7 +55,7 @@ def test_unknown_plan_names_the_known_ones():
 
 
 def test_command_line_overrides_of_a_plan():
-    from orchestrator.plans import load_plan_with
+    from orchestrator.run.plans import load_plan_with
 
     plain = load_plan("default")
     same = load_plan_with("default")
@@ -93,7 +93,7 @@ def test_store_refuses_to_mix_runs(tmp_path):
 @pytest.mark.kernel
 @pytest.mark.boot
 def test_crash_becomes_a_verdict_and_the_run_goes_on(tmp_path, kernel_artifact):
-    from orchestrator.runner import KernelUnderTest, run_plan
+    from orchestrator.run.runner import KernelUnderTest, run_plan
     from orchestrator.targets.qemu import QemuTarget
 
     plan = replace(load_plan("selfcheck"), repeats=2)
@@ -151,7 +151,7 @@ def test_summary_lines_name_kernel_messages_ktap_and_coverage(tmp_path):
     """`mmlab run`'s summary on results with kernel messages (the dmesg parser's
     `unexpected` is a count: the summary crashed on it), a KTAP result and a coverage
     warning."""
-    from orchestrator.runner import summarize
+    from orchestrator.run.runner import summarize
 
     r = {"kernel": "v7.3", "entry": "smoke", "repeat": 0, "verdict": "failed",
          "parsed": {"dmesg": {"unexpected": 2, "messages": [

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InputError, SeriesApplyError
-from orchestrator.series import Series, apply_series, check_series, load_series
-from orchestrator.series_formats import find_diffs, split_subject
+from orchestrator.kernel.series import Series, apply_series, check_series, load_series
+from orchestrator.kernel.series_formats import find_diffs, split_subject
 
 DATA = Path(__file__).parent / "data" / "series"
 TREE = DATA / "tree"
@@ -482,7 +482,7 @@ def test_verdicts_agree_with_git_apply(tmp_path_factory, line: int, how: str) ->
 # ---------------------------------------------------------------------------------- CLI
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     try:
         main(list(argv))

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import InputError, SeriesApplyError
-from orchestrator.series import Series, apply_series, check_series, load_series
+from orchestrator.kernel.series import Series, apply_series, check_series, load_series
 
 # Copies of ../shared/seeds (public mailing-list posts), kept in the repository so a clean
 # clone anywhere has them: tests/data/seeds/README.md.
@@ -132,7 +132,7 @@ def test_seed_000_same_hash_as_patchwork_rendering() -> None:
 
 def test_seed_001_quoted_copy_is_the_same_patch() -> None:
     """The patch viewer page holds the patch and a reply quoting it: one patch, same hash."""
-    from orchestrator.series_formats import find_diffs
+    from orchestrator.kernel.series_formats import find_diffs
 
     text = (SEEDS / "001_474f92b187d6c503.txt").read_text()
     blocks = find_diffs(text.split("\n"), "001")

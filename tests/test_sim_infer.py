@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.kernelcode import Fact, KernelCode
+from orchestrator.kernel.kernelcode import Fact, KernelCode
 from orchestrator.sim import infer_variant
 
 
 @dataclass
-class FunctionCensus:  # the shape orchestrator/elfinspect.py produces
+class FunctionCensus:  # the shape orchestrator/kernel/elfinspect.py produces
     name: str
     counts: dict[str, int] = field(default_factory=dict)
     dsb_in_loop: int = 0
@@ -117,7 +117,7 @@ def test_release_picks_the_base_and_conflicts_are_reported():
 def test_a_patch_that_undoes_batching_takes_the_feature_out():
     """series/no-batching-7.3 on 7.3: the subject says it removes barrier batching, so the
     model predicts one barrier pair per pte again (what the plugin measures)."""
-    from orchestrator.series import load_series
+    from orchestrator.kernel.series import load_series
     from orchestrator.sim import infer_variant, predict
 
     s = load_series(str(Path(__file__).parent.parent / "series" / "no-batching-7.3"))

@@ -59,7 +59,7 @@ def test_board_config_validation():
 
 @pytest.fixture(scope="module")
 def board_kernel():
-    from orchestrator.build import BuildRequest, build_kernel
+    from orchestrator.kernel.build import BuildRequest, build_kernel
 
     art = build_kernel(BuildRequest.default("board"))
     assert art.config().get("CONFIG_KEXEC_FILE") == "y"
@@ -68,7 +68,7 @@ def board_kernel():
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
-    from orchestrator.board_image import board_keys
+    from orchestrator.image.board_image import board_keys
 
     return board_keys(tmp_path_factory.mktemp("board-keys"))
 
@@ -76,8 +76,8 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def board(board_kernel, keys, tmp_path_factory):
     """One stand-in board booted on the board kernel (its default kernel)."""
-    from orchestrator.board_image import build_board_image
-    from orchestrator.qemu_board import QemuBoard
+    from orchestrator.image.board_image import build_board_image
+    from orchestrator.targets.standin_board import QemuBoard
 
     image = build_board_image(board_kernel, keys)
     b = QemuBoard.start(tmp_path_factory.mktemp("board1"), board_kernel, image)
@@ -235,9 +235,9 @@ def test_sshd_killed_mid_run_keeps_finished_results(board, board_kernel, keys, k
     """run_plan on a board (the runner QEMU uses); sshd is killed with kill -9 during the
     second entry: the first result stays, the second is a clear connection-lost failure,
     and the power hook brings the board back on its default kernel."""
-    from orchestrator.plans import load_plan
-    from orchestrator.results import RunStore
-    from orchestrator.runner import KernelUnderTest, run_plan
+    from orchestrator.run.plans import load_plan
+    from orchestrator.run.results import RunStore
+    from orchestrator.run.runner import KernelUnderTest, run_plan
 
     cfg = _cfg(board, keys, known_hosts, reconnect_timeout=8)
     plan = load_plan(str(DATA / "plan-slow-second.toml"))
@@ -298,7 +298,7 @@ def test_boot_by_hook_and_restore_by_power(board, board_kernel, keys, known_host
     board (here: the stand-in's boot-once entry + power cycle); restore = "power"."""
     import sys
 
-    hook = [sys.executable, "-m", "orchestrator.qemu_board", "boot-once", str(board.state_dir),
+    hook = [sys.executable, "-m", "orchestrator.targets.standin_board", "boot-once", str(board.state_dir),
             "{local_image}", "{local_initrd}", "{cmdline}"]
     target = SshTarget(_cfg(board, keys, known_hosts, boot="hook", boot_hook=hook,
                             restore="power"))

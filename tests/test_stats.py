@@ -1,4 +1,4 @@
-"""Statistical-method tests for orchestrator.stats.
+"""Statistical-method tests for orchestrator.judge.stats.
 
 The random samples here are seeded draws from emulation-like distributions (skewed:
 lognormal noise plus occasional slow runs), used to check the *method's* calibration and
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from orchestrator import stats as st
+from orchestrator.judge import stats as st
 
 FAST = st.Settings(n_boot=999)
 

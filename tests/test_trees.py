@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import debian_archive, kconfig
-from orchestrator.build import BuildRequest, fragments_for
 from orchestrator.errors import ConfigError, InputError
-from orchestrator.sources import TarballSource, makefile_version, resolve_tree
+from orchestrator.kernel import debian_archive, kconfig
+from orchestrator.kernel.build import BuildRequest, fragments_for
+from orchestrator.kernel.sources import TarballSource, makefile_version, resolve_tree
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_debian_7_3_is_fetched_verified_and_materialized():
     src = resolve_tree("debian:7.3")
     assert src.kind == "debian" and src.debian.package == "linux-source-7.3"
     assert src.kernel_version().startswith("7.3.")
-    from orchestrator.sources import sha256_file
+    from orchestrator.kernel.sources import sha256_file
 
     deb = debian_archive.cached_file(src.debian)
     assert deb is not None and sha256_file(deb) == src.debian.sha256

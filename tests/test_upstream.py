@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.plans import load_plan_with
-from orchestrator.results import RunStore
+from orchestrator.run.plans import load_plan_with
+from orchestrator.run.results import RunStore
 
 pytestmark = [pytest.mark.kernel]
 
@@ -33,7 +33,7 @@ def test_7_3_is_built_from_debian_with_its_own_fragments(upstream_artifact):
 @pytest.mark.upstream
 @pytest.mark.archive
 def test_7_3_runs_every_test_vmalloc_case_and_its_kunit_suite(tmp_path, upstream_artifact):
-    from orchestrator.runner import KernelUnderTest, run_plan
+    from orchestrator.run.runner import KernelUnderTest, run_plan
     from orchestrator.targets.qemu import QemuTarget
 
     plan = replace(load_plan_with("default", entries="smoke,kunit_lazy_mmu,fix_size_p256"),
@@ -61,7 +61,7 @@ def test_7_3_runs_every_test_vmalloc_case_and_its_kunit_suite(tmp_path, upstream
 
 @pytest.mark.boot
 def test_the_6_12_kernel_skips_the_kunit_suite(tmp_path, kernel_artifact):
-    from orchestrator.runner import KernelUnderTest, run_plan
+    from orchestrator.run.runner import KernelUnderTest, run_plan
     from orchestrator.targets.qemu import QemuTarget
 
     plan = replace(load_plan_with("default", entries="kunit_lazy_mmu"), repeats=1)
@@ -95,7 +95,7 @@ def test_compare_across_trees_6_12_and_7_3(tmp_path, kernel_artifact, upstream_a
                        capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((out / "results.json").read_text())
-    from orchestrator.comparison import validate_json
+    from orchestrator.judge.comparison import validate_json
 
     validate_json(data)                       # what was written matches the published schema
     atomics = next(row for row in data["configs"] if row["property"] == "atomics")

@@ -46,7 +46,7 @@ def _model_key() -> str:
     h = hashlib.sha256()
     here = Path(__file__).parent
     for p in sorted([*here.glob("*.py"), *here.glob("*.toml"),
-                     here.parent / "reference_deltas.toml"]):
+                     here.parent / "judge" / "reference_deltas.toml"]):
         h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:20]
 
@@ -72,7 +72,7 @@ def evaluate() -> tuple[tuple[CostCheck, ...], dict]:
 
 
 def _evaluate() -> tuple[tuple[CostCheck, ...], dict]:
-    from orchestrator.comparison import load_references
+    from orchestrator.judge.comparison import load_references
     from orchestrator.sim import CostModel, predict
 
     refs = {r.id: r for r in load_references()}

@@ -6,11 +6,11 @@ Evidence (any combination):
   variant (the newest shipped upstream variant not newer than it);
 - ``patches``: applied patches: subjects (str) or dicts with ``subject`` and ``files``;
   subjects are matched against each feature's ``subjects`` in features.toml;
-- ``code``: what the built kernel's machine code says (orchestrator/kernelcode.py
+- ``code``: what the built kernel's machine code says (orchestrator/kernel/kernelcode.py
   ``read_kernel_code``): where the vmalloc pte loop's barrier sits and whether it is queued,
   the lazy-MMU hooks, the ordering of the hook and bookkeeping atomics, symbols. It decides
   every feature it speaks to; the release only fills in the rest;
-- ``census``: a barrier census of vmlinux (orchestrator/elfinspect.py): ``{function:
+- ``census``: a barrier census of vmlinux (orchestrator/kernel/elfinspect.py): ``{function:
   FunctionCensus}`` with ``.counts`` ({"dsb.ishst": n, ...}), ``.dsb_in_loop`` and
   ``.dsb_after_loop``, or plain dicts of that shape (the older, weaker evidence: used for
   what ``code`` does not decide).
@@ -319,10 +319,10 @@ def infer_kernel(kernel: str | object) -> Inference:
     subjects (artifact metadata), and the machine code and config (kernelcode)."""
     from pathlib import Path
 
-    from orchestrator.artifacts import Artifact, find
     from orchestrator.errors import InputError
-    from orchestrator.kconfig import parse_config_text
-    from orchestrator.kernelcode import read_kernel_code
+    from orchestrator.kernel.artifacts import Artifact, find
+    from orchestrator.kernel.kconfig import parse_config_text
+    from orchestrator.kernel.kernelcode import read_kernel_code
 
     if isinstance(kernel, Artifact):
         art = kernel

@@ -27,7 +27,7 @@ from orchestrator.sim import pagetable as P
 from orchestrator.sim.features import Variant, resolve_variant
 
 # The instruction an atomic RMW of each order becomes, as the barrier plugin names it
-# (orchestrator/aarch64.py classify_atomic): LSE ops carry their ordering (.al = acquire +
+# (orchestrator/kernel/aarch64.py classify_atomic): LSE ops carry their ordering (.al = acquire +
 # release); LL/SC loops end in a store-exclusive, a store-release one (stlxr) when fully
 # ordered, followed by dmb ish (counted by Machine.rmw).
 RMW_KEYS = {

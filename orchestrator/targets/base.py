@@ -195,8 +195,8 @@ class Target(ABC):
     @abstractmethod
     def boot(self, artifact: Any, image: Any = None, *, console_log: Path | None = None,
              cmdline: list[str] | None = None, boot_timeout: float | None = None) -> Session:
-        """Boot ``artifact`` (an :class:`orchestrator.artifacts.Artifact`) with ``image``
-        (QEMU: an :class:`orchestrator.initramfs.InitramfsImage`, built for the artifact
+        """Boot ``artifact`` (an :class:`orchestrator.kernel.artifacts.Artifact`) with ``image``
+        (QEMU: an :class:`orchestrator.image.initramfs.InitramfsImage`, built for the artifact
         when None) and return a ready session. ``console_log``: where to keep the full
         console log (default: a new file under ``cache_dir("tmp")/boots``).
         ``cmdline``: extra kernel command-line words. Raises BootTimeout, KernelCrash,

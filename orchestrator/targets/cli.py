@@ -35,7 +35,7 @@ def boot_command(artifact: str, command: tuple[str, ...], profile: str,
     """Boot ARTIFACT (a directory or key prefix) and run COMMAND in the guest."""
     from pathlib import Path
 
-    from orchestrator.artifacts import find
+    from orchestrator.kernel.artifacts import find
     from orchestrator.targets.qemu import QemuTarget
 
     art = find(artifact)

@@ -5,7 +5,7 @@ unless told otherwise; a profile may start from another with ``base = "name"``).
 used unless the host is arm64 with a usable ``/dev/kvm`` (``accel = "auto"``).
 
 QEMU's serial console is its stdio (``-chardev stdio,signal=off``: ^C goes to the guest),
-driven by :class:`orchestrator.console.ConsoleDriver`; ``-no-reboot`` and the kernel's
+driven by :class:`orchestrator.targets.console.ConsoleDriver`; ``-no-reboot`` and the kernel's
 ``panic=-1`` make a panic end QEMU instead of hanging it. No monitor, no display, no
 network unless the profile asks (user-mode net on virtio-net without an option ROM).
 
@@ -31,10 +31,10 @@ from typing import Any
 
 import pexpect
 
-from orchestrator.console import ConsoleDriver
 from orchestrator.errors import ConfigError, InputError, MissingToolError
 from orchestrator.paths import QEMU_PROFILES, cache_dir
 from orchestrator.targets.base import BootInfo, GuestDied, RunResult, Session, Target
+from orchestrator.targets.console import ConsoleDriver
 
 QEMU = "qemu-system-aarch64"
 
@@ -251,7 +251,7 @@ class QemuTarget(Target):
             raise InputError(f"kernel artifact {artifact.path} has no Image",
                              hint="rebuild it with `mmlab build`")
         if image is None:
-            from orchestrator.initramfs import build_initramfs
+            from orchestrator.image.initramfs import build_initramfs
 
             image = build_initramfs(artifact)
         token = secrets.token_hex(8)

@@ -709,7 +709,7 @@ class SshTarget(Target):
             self._upload(conn, Path(artifact.image), remote_image)
             if cfg.ramdisk == "board-image":
                 if image is None:
-                    from orchestrator.board_image import board_keys, build_board_image
+                    from orchestrator.image.board_image import board_keys, build_board_image
 
                     keydir = Path(os.path.expanduser(cfg.board_keys)) if cfg.board_keys \
                         else None

@@ -1,0 +1,3 @@
+"""The pipeline: `mmlab compare` end to end (build every kernel, infer each variant, run
+the plan interleaved, count barriers, predict, judge, report).
+"""
